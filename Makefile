@@ -1,0 +1,21 @@
+# The two commands of the README: `make demo` (main job, demo profile) and `make test` (the test suite).
+# Both run scripts/setup.sh first, which is idempotent.
+export DVC_NO_ANALYTICS := 1
+export OPENBLAS_NUM_THREADS := 1
+VENV := .venv/bin
+
+.PHONY: setup demo smoke test lint bench
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(VENV)/dvc repro
+
+smoke: setup
+	$(VENV)/dvc exp run --temp -S profile=smoke
+
+test: setup
+	$(VENV)/python -m pytest -q
+
+lint: setup
+	$(VENV)/ruff check src tests benchmarks && $(VENV)/ruff format --check src tests benchmarks

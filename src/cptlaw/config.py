@@ -1,0 +1,59 @@
+"""Hydra/OmegaConf glue shared by every stage: the project-root resolver and config helpers.
+
+Paths in `conf/` are absolute (built from `${cptlaw_root:}`) because DVC experiments run in copies of the
+repo and MLflow needs an absolute SQLite URI; the root is found from the working directory, not from Hydra
+(`${hydra:runtime.cwd}` breaks DVC composition).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def project_root() -> str:
+    """`$CPTLAW_ROOT`, else the nearest ancestor of the cwd holding `dvc.yaml` or `conf/`, else the cwd."""
+    env = os.environ.get("CPTLAW_ROOT")
+    if env:
+        return str(Path(env).resolve())
+    here = Path.cwd().resolve()
+    for d in (here, *here.parents):
+        if (d / "dvc.yaml").exists() and (d / "conf").is_dir():
+            return str(d)
+    return str(here)
+
+
+if not OmegaConf.has_resolver("cptlaw_root"):
+    OmegaConf.register_new_resolver("cptlaw_root", project_root)
+
+
+def to_dict(cfg: DictConfig | dict) -> dict[str, Any]:
+    """Resolved plain-dict copy of a config (for hashing, logging and JSON)."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+def config_hash(cfg: DictConfig | dict, *, length: int = 16) -> str:
+    """Stable hash of a (sub)config: same settings → same hash, used to skip finished runs."""
+    blob = json.dumps(to_dict(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def set_threads(n: int) -> None:
+    """Pin torch and BLAS threads: two jobs × two threads on two cores ran 14× slower (design.md)."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:  # the fit stage does not need torch
+        pass

@@ -1,0 +1,180 @@
+"""The one module that talks to MLflow: store URI, experiments, run contexts, skip-if-finished, runs → table.
+
+Every other module logs through the helpers here (or through the Lightning logger made here), so the
+tracking backend — a local SQLite file by default, an HTTP tracking server for teams — is one config choice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+
+PARENT_TAG = "mlflow.parentRunId"
+CONFIG_HASH_TAG = "cptlaw.config_hash"
+STAGE_TAG = "cptlaw.stage"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message says how to fix it."""
+
+
+def _check_reachable(uri: str, timeout: float = 5.0) -> None:
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            resp.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({getattr(exc, 'reason', exc)}): start it "
+            f"(`mlflow server --host 127.0.0.1 --port 5000 --workers 1 ...`) or unset MLFLOW_TRACKING_URI "
+            f"to use the local SQLite store"
+        ) from None
+
+
+def configure(uri: str, artifact_root: str | None = None) -> str:
+    """Point MLflow at `uri`, creating the SQLite directory; fail fast if an HTTP server is down."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        if not db.is_absolute():
+            raise TrackingError(f"tracking.uri must be an absolute sqlite:////path URI, got {uri}")
+        db.parent.mkdir(parents=True, exist_ok=True)
+    _check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # child processes (joblib, ddp) inherit the store
+    if artifact_root:
+        Path(artifact_root).mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def configure_from(cfg: Any) -> str:
+    """`configure` from a `tracking` config node."""
+    return configure(str(cfg.uri), cfg.get("artifact_root"))
+
+
+def experiment_id(name: str, artifact_root: str | None = None) -> str:
+    """Id of experiment `name`, created on first use (create it once before parallel jobs: SQLite race)."""
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if artifact_root and not mlflow.get_tracking_uri().startswith(("http://", "https://")):
+        location = Path(artifact_root, name).resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # created concurrently by another job
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def find_finished(exp_name: str, config_hash: str) -> str | None:
+    """Run id of a FINISHED run of `exp_name` with this config hash, if any (the skip-if-finished check)."""
+    exp = MlflowClient().get_experiment_by_name(exp_name)
+    if exp is None:
+        return None
+    runs = MlflowClient().search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{config_hash}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+@contextlib.contextmanager
+def run(
+    exp_name: str,
+    *,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    config_hash: str | None = None,
+    artifact_root: str | None = None,
+    parent_run_id: str | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run that ends FINISHED on success and FAILED (with the error as a tag) on any exception.
+
+    Under `mlflow run` the run already exists (`MLFLOW_RUN_ID`): it is reused, never duplicated.
+    """
+    exp_id = experiment_id(exp_name, artifact_root)
+    all_tags = {k: str(v) for k, v in (tags or {}).items()}
+    if config_hash:
+        all_tags[CONFIG_HASH_TAG] = config_hash
+    parent = parent_run_id or os.environ.get("CPTLAW_PARENT_RUN_ID")
+    if parent:
+        all_tags[PARENT_TAG] = parent
+    run_id = os.environ.get("MLFLOW_RUN_ID") if mlflow.active_run() is None else None
+    if run_id:
+        active = mlflow.start_run(run_id=run_id)
+    else:
+        active = mlflow.start_run(experiment_id=exp_id, run_name=run_name, nested=mlflow.active_run() is not None)
+    with active:
+        try:
+            mlflow.set_tags(all_tags)
+            if params:
+                log_params(params)
+            yield active
+        except BaseException as exc:
+            mlflow.set_tag("cptlaw.error", f"{type(exc).__name__}: {exc}"[:5000])
+            mlflow.end_run(status=RunStatus.to_string(RunStatus.FAILED))
+            raise
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log params (MLflow params are strings; numbers are logged as metrics separately by the caller)."""
+    mlflow.log_params({k: ("" if v is None else v) for k, v in params.items()})
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def log_dict(obj: Mapping[str, Any], name: str) -> None:
+    mlflow.log_dict(dict(obj), name)
+
+
+def log_figure(fig: Any, name: str) -> None:
+    mlflow.log_figure(fig, name)
+
+
+def active_run_id() -> str | None:
+    run_ = mlflow.active_run()
+    return run_.info.run_id if run_ else None
+
+
+def lightning_logger(run_id: str) -> Any:
+    """A Lightning MLFlowLogger writing into an existing run (never its default `file:./mlruns` store)."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    return MLFlowLogger(tracking_uri=mlflow.get_tracking_uri(), run_id=run_id, log_model=False)
+
+
+def runs_frame(
+    exp_names: list[str], *, filter_string: str = "", finished_only: bool = True
+) -> pd.DataFrame:
+    """Runs of the named experiments as a DataFrame (`params.*`, `metrics.*`, `tags.*` columns)."""
+    client = MlflowClient()
+    ids = [e.experiment_id for n in exp_names if (e := client.get_experiment_by_name(n)) is not None]
+    if not ids:
+        return pd.DataFrame()
+    parts = [p for p in (filter_string, "attributes.status = 'FINISHED'" if finished_only else "") if p]
+    return mlflow.search_runs(experiment_ids=ids, filter_string=" and ".join(parts), max_results=100000)
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of one metric of one run, sorted by step."""
+    hist = MlflowClient().get_metric_history(run_id, key)
+    return sorted((m.step, m.value) for m in hist)
