@@ -1,0 +1,47 @@
+"""Every profile and config group composes; paths are absolute; MLFLOW_TRACKING_URI overrides the store."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from cptlaw.config import CONF_DIR, config_hash
+
+PROFILES = sorted(p.stem for p in (CONF_DIR / "profile").glob("*.yaml"))
+
+
+def _compose(overrides):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_composes_and_resolves(profile, tmp_path):
+    cfg = _compose([f"profile={profile}", f"paths.root={tmp_path}"])
+    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    assert resolved["profile_name"] == profile
+    assert Path(resolved["paths"]["corpora"]).is_absolute()
+    assert resolved["tracking"]["uri"] == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+
+
+@pytest.mark.parametrize(
+    "group", sorted(d.name for d in CONF_DIR.iterdir() if d.is_dir() and d.name not in {"profile", "hydra"})
+)
+def test_every_group_option_composes(group, tmp_path):
+    in_defaults = f"{group}:" in (CONF_DIR / "config.yaml").read_text()
+    prefix = "" if in_defaults else "+"  # groups such as sweep/ are opt-in
+    for option in sorted((CONF_DIR / group).glob("*.yaml")):
+        cfg = _compose([f"{prefix}{group}={option.stem}", f"paths.root={tmp_path}"])
+        OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_env_overrides_tracking_uri(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5005")
+    cfg = _compose([f"paths.root={tmp_path}"])
+    assert cfg.tracking.uri == "http://127.0.0.1:5005"
+
+
+def test_config_hash_is_stable_and_sensitive():
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})

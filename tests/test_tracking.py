@@ -1,0 +1,52 @@
+"""The tracking module against a real SQLite MLflow store."""
+
+import pytest
+
+from cptlaw import tracking
+
+
+def test_run_finishes_and_is_found_by_config_hash(mlflow_uri):
+    tracking.configure(mlflow_uri)
+    with tracking.run("exp-a", run_name="one", config_hash="abc123", params={"r": 0.5}) as active:
+        tracking.log_metrics({"domain_loss": 3.0}, step=0)
+        tracking.log_metrics({"domain_loss": 2.5}, step=1000)
+        run_id = active.info.run_id
+    assert tracking.find_finished("exp-a", "abc123") == run_id
+    assert tracking.find_finished("exp-a", "other") is None
+    assert tracking.metric_history(run_id, "domain_loss") == [(0, 3.0), (1000, 2.5)]
+    frame = tracking.runs_frame(["exp-a"])
+    assert list(frame["run_id"]) == [run_id]
+    assert frame.loc[0, "params.r"] == "0.5"
+
+
+def test_failed_run_is_marked_failed_not_running(mlflow_uri):
+    tracking.configure(mlflow_uri)
+    with pytest.raises(ValueError, match="boom"):
+        with tracking.run("exp-b", config_hash="h1"):
+            raise ValueError("boom")
+    frame = tracking.runs_frame(["exp-b"], finished_only=False)
+    assert list(frame["status"]) == ["FAILED"]
+    assert frame.loc[0, "tags.cptlaw.error"] == "ValueError: boom"
+    assert tracking.find_finished("exp-b", "h1") is None
+
+
+def test_nested_under_parent(mlflow_uri, monkeypatch):
+    tracking.configure(mlflow_uri)
+    with tracking.run("exp-c", run_name="parent") as parent:
+        parent_id = parent.info.run_id
+    monkeypatch.setenv("CPTLAW_PARENT_RUN_ID", parent_id)
+    with tracking.run("exp-c", run_name="child"):
+        pass
+    frame = tracking.runs_frame(["exp-c"])
+    child = frame[frame["tags.mlflow.runName"] == "child"].iloc[0]
+    assert child["tags.mlflow.parentRunId"] == parent_id
+
+
+def test_unreachable_server_is_one_clear_line():
+    with pytest.raises(tracking.TrackingError, match="unreachable.*unset MLFLOW_TRACKING_URI"):
+        tracking.configure("http://127.0.0.1:9", None)
+
+
+def test_relative_sqlite_uri_rejected():
+    with pytest.raises(tracking.TrackingError, match="absolute"):
+        tracking.configure("sqlite:///mlflow.db")
