@@ -3,6 +3,7 @@
 export DVC_NO_ANALYTICS := 1
 export OPENBLAS_NUM_THREADS := 1
 VENV := .venv/bin
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 .PHONY: setup demo smoke test lint bench
 setup:
