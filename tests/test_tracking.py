@@ -50,3 +50,22 @@ def test_unreachable_server_is_one_clear_line():
 def test_relative_sqlite_uri_rejected():
     with pytest.raises(tracking.TrackingError, match="absolute"):
         tracking.configure("sqlite:///mlflow.db")
+
+
+def test_launcher_run_is_reused_once_then_parent(mlflow_uri, monkeypatch):
+    """Under `mlflow run`: the first run reuses MLFLOW_RUN_ID, later ones nest under it (no duplicates)."""
+    tracking.configure(mlflow_uri)
+    exp = tracking.experiment_id("launched")
+    import mlflow
+
+    launcher = mlflow.MlflowClient().create_run(exp).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", launcher)
+    monkeypatch.setattr("cptlaw.tracking._LAUNCHER_USED", [])
+    with tracking.run("launched", params={"size": "s"}) as first:
+        assert first.info.run_id == launcher
+    with tracking.run("launched", params={"size": "m"}) as second:
+        assert second.info.run_id != launcher
+    frame = tracking.runs_frame(["launched"])
+    assert len(frame) == 2
+    child = frame[frame["run_id"] != launcher].iloc[0]
+    assert child["tags.mlflow.parentRunId"] == launcher

@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 PARENT_TAG = "mlflow.parentRunId"
 CONFIG_HASH_TAG = "cptlaw.config_hash"
 STAGE_TAG = "cptlaw.stage"
+_LAUNCHER_USED: list[str] = []  # the `mlflow run` launcher's run, once this process has used it
 
 
 class TrackingError(RuntimeError):
@@ -103,20 +104,27 @@ def run(
 ) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run that ends FINISHED on success and FAILED (with the error as a tag) on any exception.
 
-    Under `mlflow run` the run already exists (`MLFLOW_RUN_ID`): it is reused, never duplicated.
+    Under `mlflow run` the run already exists (`MLFLOW_RUN_ID`): the first run of the process reuses it.
     """
     exp_id = experiment_id(exp_name, artifact_root)
     all_tags = {k: str(v) for k, v in (tags or {}).items()}
     if config_hash:
         all_tags[CONFIG_HASH_TAG] = config_hash
-    parent = parent_run_id or os.environ.get("CPTLAW_PARENT_RUN_ID")
+    # Under `mlflow run` the launcher made a run (MLFLOW_RUN_ID): the first run of the process is that run,
+    # any further one is nested under it — never a duplicate, never two configs logged into one run.
+    launcher = os.environ.get("MLFLOW_RUN_ID")
+    reuse = launcher if (launcher and not _LAUNCHER_USED and mlflow.active_run() is None) else None
+    used = _LAUNCHER_USED[0] if _LAUNCHER_USED else None  # MLflow removes MLFLOW_RUN_ID once started
+    parent = parent_run_id or os.environ.get("CPTLAW_PARENT_RUN_ID") or (None if reuse else used)
     if parent:
         all_tags[PARENT_TAG] = parent
-    run_id = os.environ.get("MLFLOW_RUN_ID") if mlflow.active_run() is None else None
-    if run_id:
-        active = mlflow.start_run(run_id=run_id)
+    if reuse:
+        _LAUNCHER_USED.append(reuse)
+        active = mlflow.start_run(run_id=reuse)
     else:
-        active = mlflow.start_run(experiment_id=exp_id, run_name=run_name, nested=mlflow.active_run() is not None)
+        active = mlflow.start_run(
+            experiment_id=exp_id, run_name=run_name, nested=mlflow.active_run() is not None
+        )
     with active:
         try:
             mlflow.set_tags(all_tags)
@@ -162,9 +170,7 @@ def lightning_logger(run_id: str) -> Any:
     return MLFlowLogger(tracking_uri=mlflow.get_tracking_uri(), run_id=run_id, log_model=False)
 
 
-def runs_frame(
-    exp_names: list[str], *, filter_string: str = "", finished_only: bool = True
-) -> pd.DataFrame:
+def runs_frame(exp_names: list[str], *, filter_string: str = "", finished_only: bool = True) -> pd.DataFrame:
     """Runs of the named experiments as a DataFrame (`params.*`, `metrics.*`, `tags.*` columns)."""
     client = MlflowClient()
     ids = [e.experiment_id for n in exp_names if (e := client.get_experiment_by_name(n)) is not None]
