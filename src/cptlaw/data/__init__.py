@@ -1,0 +1,1 @@
+"""Data: registry sources, extraction, corpora (clean/split), tokenizer, subsets and mixtures."""
