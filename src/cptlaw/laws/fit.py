@@ -167,12 +167,13 @@ def fit(
     n_polish: int = 3,
     bounds: Mapping[str, tuple[float, float]] | None = None,
     init: Mapping[str, float] | None = None,
+    maxiter: int = 1500,
     minimizer: Callable[..., Any] = minimize,
 ) -> FitResult:
     """Fit `form` to points `X` (column → array) with observed losses `y` (see the module docstring).
 
     `init`: a previous fit's params, added as an extra start (used by the bootstrap); `bounds`: per-exponent
-    overrides of the form's box; `minimizer`: a `scipy.optimize.minimize`-compatible function.
+    overrides of the form's box; `maxiter`: per polish run; `minimizer`: a `scipy.optimize.minimize`-compatible function.
     """
     t0 = time.perf_counter()
     form = get_law(form) if isinstance(form, str) else form
@@ -232,11 +233,18 @@ def fit(
         floor = 1e-8 * np.mean(y) / np.maximum(np.mean(np.abs(prob.design(th)), axis=0), 1e-300)
         z0 = np.concatenate([np.log(np.maximum(c, floor)), th])
         z0[: prob.k] = np.clip(z0[: prob.k], *LOGC_BOUNDS)
+        # scale the objective to ~1 at the start: L-BFGS-B's ftol is relative to max(|f|, 1)
+        scale = 1.0 / max(prob.full(z0)[0], 1e-300)
+
+        def scaled(z: np.ndarray, s: float = scale) -> tuple[float, np.ndarray]:
+            f, g = prob.full(z)
+            return f * s, g * s
+
         res = minimizer(
-            prob.full, z0, jac=True, method="L-BFGS-B", bounds=[LOGC_BOUNDS] * prob.k + zb,
-            options={"maxiter": 3000, "ftol": 1e-15, "gtol": 1e-12},
+            scaled, z0, jac=True, method="L-BFGS-B", bounds=[LOGC_BOUNDS] * prob.k + zb,
+            options={"maxiter": maxiter, "ftol": 1e-13, "gtol": 1e-9},
         )  # fmt: skip
-        polished.append((float(res.fun), np.asarray(res.x), bool(res.success), str(res.message)))
+        polished.append((float(res.fun) / scale, np.asarray(res.x), bool(res.success), str(res.message)))
     polished = [q for q in polished if np.isfinite(q[0]) and q[0] < 1e10]
     diag["t_polish_s"] = time.perf_counter() - t0
     if not polished:
