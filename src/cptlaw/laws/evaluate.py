@@ -1,0 +1,172 @@
+"""Uncertainty and model choice: bootstrap over runs, leave-one-group-out comparison of parameterisations.
+
+Points from one run (its eval steps) are not independent, so the bootstrap resamples whole run groups, and
+held-out error is measured on whole groups (a model size, a data size, a mixture ratio, a domain) — the
+held-out splits of the D-CPT paper (Que et al. 2024, sec. 3.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cptlaw.laws.fit import FitError, FitResult, check_loss, fit
+from cptlaw.laws.forms import LawForm, LawInputError, get_law
+from cptlaw.laws.metrics import all_metrics
+
+
+def take(X: Mapping[str, Any], idx: np.ndarray, columns: Sequence[str]) -> dict[str, np.ndarray]:
+    """Rows `idx` of the named columns of a column mapping (dict or DataFrame)."""
+    out = {}
+    for c in columns:
+        if c not in X:
+            raise LawInputError(f"missing column `{c}`")
+        out[c] = np.asarray(X[c])[idx]
+    return out
+
+
+@dataclass
+class BootstrapResult:
+    """Percentile CIs of the parameters and of derived decisions over run-group resamples."""
+
+    level: float
+    n_boot: int
+    n_failed: int
+    samples: dict[str, np.ndarray]  # parameter or decision name -> values over successful resamples
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "n_boot": self.n_boot, "n_failed": self.n_failed,
+                "ci": {k: list(v) for k, v in self.ci.items()},
+                "median": {k: float(np.median(v)) for k, v in self.samples.items() if v.size}}  # fmt: skip
+
+
+def bootstrap(
+    form: LawForm | str, X: Mapping[str, Any], y: Any, groups: Any, *, n_boot: int = 100, level: float = 0.9,
+    seed: int = 0, base: FitResult | None = None, derived: Mapping[str, Callable[[dict], float]] | None = None,
+    n_starts: int = 16, **fit_kwargs: Any,
+) -> BootstrapResult:  # fmt: skip
+    """Refit on `n_boot` resamples of whole groups (e.g. run ids) drawn with replacement.
+
+    Each refit starts from `base` (the full-data fit, computed if not given) plus `n_starts` fresh starts.
+    `derived`: name -> function of a params dict (e.g. a usage's r_d), whose CIs are reported too.
+    """
+    form = get_law(form) if isinstance(form, str) else form
+    y = check_loss(y)
+    groups = np.asarray(groups)
+    if groups.shape != y.shape:
+        raise LawInputError(f"`groups` must have one label per point ({y.size}), got {groups.size}")
+    if not 0 < level < 1:
+        raise LawInputError(f"`level` must be in (0, 1), got {level}")
+    base = base or fit(form, X, y, **fit_kwargs)
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    rows_of = [np.flatnonzero(inverse == g) for g in range(uniq.size)]
+    rng = np.random.default_rng(seed)
+    names = list(form.param_names) + list(derived or {})
+    samples: dict[str, list[float]] = {k: [] for k in names}
+    failed = 0
+    for _ in range(n_boot):
+        idx = np.concatenate([rows_of[g] for g in rng.integers(0, uniq.size, uniq.size)])
+        try:
+            res = fit(form, take(X, idx, form.columns), y[idx], init=base.params, n_starts=n_starts,
+                      seed=int(rng.integers(2**31)), **fit_kwargs)  # fmt: skip
+            vals = {p: res.params[p] for p in form.param_names}
+            for k, fn in (derived or {}).items():
+                vals[k] = float(fn(res.params))
+        except (FitError, LawInputError, ValueError, ArithmeticError):
+            failed += 1
+            continue
+        for k in names:
+            samples[k].append(vals[k])
+    arr = {k: np.asarray(v, dtype=float) for k, v in samples.items()}
+    q = ((1 - level) / 2, 1 - (1 - level) / 2)
+    ci = {k: (float(np.quantile(v, q[0])), float(np.quantile(v, q[1]))) for k, v in arr.items() if v.size}
+    return BootstrapResult(level, n_boot, failed, arr, ci)
+
+
+@dataclass
+class Comparison:
+    """Held-out errors of several forms: `rows` per held-out group, `summary` pooled per form x split."""
+
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    best: dict[str, str]  # split -> form with the lowest pooled held-out RMSE
+    best_overall: str | None  # lowest mean rank over splits
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "best": self.best,
+            "best_overall": self.best_overall,
+            "summary": self.summary,
+            "rows": self.rows,
+        }
+
+
+def _held_out_values(labels: np.ndarray, mode: str, max_groups: int) -> list[Any]:
+    uniq = np.unique(labels)
+    if uniq.size < 2:
+        return []
+    if mode == "largest":
+        return [uniq[-1]]
+    if mode != "logo":
+        raise LawInputError(f"`mode` must be 'logo' or 'largest', got {mode!r}")
+    if uniq.size > max_groups:  # evenly spread picks, always including the largest (extrapolation)
+        uniq = uniq[np.unique(np.linspace(0, uniq.size - 1, max_groups).round().astype(int))]
+    return list(uniq)
+
+
+def compare_forms(
+    forms: Sequence[LawForm | str], X: Mapping[str, Any], y: Any, split_by: Sequence[str] = ("N", "D", "r"),
+    *, mode: str = "logo", max_groups: int = 6, **fit_kwargs: Any,
+) -> Comparison:  # fmt: skip
+    """Leave-one-group-out held-out error of every form, for each column in `split_by` (e.g. N, D, r, domain).
+
+    For each split column and each held-out value (all values, or `max_groups` spread ones, or with
+    `mode="largest"` only the largest), fit every form on the other rows and score it on the held-out rows.
+    A form that cannot be fitted on a split gets a row with its `error` instead of metrics.
+    """
+    forms = [get_law(f) if isinstance(f, str) else f for f in forms]
+    y = check_loss(y)
+    rows: list[dict[str, Any]] = []
+    pooled: dict[tuple[str, str], tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    for split in split_by:
+        if split not in X:
+            raise LawInputError(f"missing column `{split}` to split by")
+        labels = np.asarray(X[split])
+        for value in _held_out_values(labels, mode, max_groups):
+            test = labels == value
+            tr, te = np.flatnonzero(~test), np.flatnonzero(test)
+            for form in forms:
+                row: dict[str, Any] = {"form": form.name, "split": split, "held_out": _plain(value),
+                                       "n_train": int(tr.size), "n_test": int(te.size), "error": None}  # fmt: skip
+                try:
+                    res = fit(form, take(X, tr, form.columns), y[tr], **fit_kwargs)
+                    pred = res.predict(take(X, te, form.columns))
+                    row |= all_metrics(pred, y[te], res.diagnostics["delta"])
+                    p, o = pooled.setdefault((form.name, split), ([], []))
+                    p.append(pred)
+                    o.append(y[te])
+                except (FitError, LawInputError) as exc:
+                    row["error"] = str(exc)
+                rows.append(row)
+    summary = []
+    for (name, split), (p, o) in pooled.items():
+        pred, obs = np.concatenate(p), np.concatenate(o)
+        summary.append({"form": name, "split": split, "n_test": int(obs.size)} | all_metrics(pred, obs))
+    best: dict[str, str] = {}
+    ranks: dict[str, list[int]] = {}
+    for split in split_by:
+        cands = sorted((s for s in summary if s["split"] == split), key=lambda s: s["rmse"])
+        if cands:
+            best[split] = cands[0]["form"]
+            for i, s in enumerate(cands):
+                ranks.setdefault(s["form"], []).append(i)
+    best_overall = min(ranks, key=lambda f: (-len(ranks[f]), np.mean(ranks[f]))) if ranks else None
+    return Comparison(rows, summary, best, best_overall)
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
