@@ -8,6 +8,7 @@ Gradient clipping is the Trainer's job (`gradient_clip_val` in `conf/trainer/`).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Sequence
 
 import lightning as L
@@ -156,3 +157,17 @@ class CausalLMModule(L.LightningModule):
             loss = float(sums[0] / sums[1].clamp(min=1))
             self.log(f"val_loss_{self._val_name(idx)}", loss, sync_dist=False, add_dataloader_idx=False)
         self.log("tokens_seen", float(self.tokens_seen))
+
+
+class TrainTimer(L.Callback):
+    """Wall-clock seconds spent in training batches only (evaluation excluded), for `tokens_per_s`."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.seconds += time.perf_counter() - self._start

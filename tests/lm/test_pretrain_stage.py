@@ -1,0 +1,89 @@
+"""The pretrain stage end to end on fixture corpora: a loadable model dir, cptlaw.json, an MLflow run."""
+
+import json
+import shutil
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from cptlaw.config import CONF_DIR
+from cptlaw.lm.model import ModelError
+
+TINY = [
+    "+model.sizes.a={d_model: 16, n_layers: 1, n_heads: 2, d_ff: 32}",
+    "+model.sizes.b={d_model: 32, n_layers: 1, n_heads: 2, d_ff: 64}",
+    "model.train_sizes=[a, b]",
+    "domains=[medical, code]",
+    "pretrain.seq_len=32",
+    "pretrain.batch_size=4",
+    "pretrain.n_tokens=1280",
+    "pretrain.val_tokens=256",
+    "pretrain.eval_every=5",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=2",
+]
+
+
+def compose_cfg(root, overrides=()):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=["profile=smoke", f"paths.root={root}", *TINY, *overrides])
+
+
+@pytest.fixture
+def project(lm_project, tmp_path):
+    root = tmp_path / "proj"
+    shutil.copytree(lm_project, root)
+    return root
+
+
+def test_pretrain_stage_end_to_end(project, mlflow_uri):
+    from cptlaw import tracking
+    from cptlaw.lm.base import base_model_info
+    from cptlaw.lm.model import load_causal_lm, non_embedding_params
+    from cptlaw.stages.pretrain import run
+
+    cfg = compose_cfg(project)
+    result = run(cfg)
+    assert set(result) == {"a", "b"}
+    assert result["a"]["n_params"] < result["b"]["n_params"]
+    for size in ("a", "b"):
+        model = load_causal_lm(project / "models" / "base" / size)
+        info = base_model_info(project / "models" / "base" / size)
+        assert non_embedding_params(model) == info["n_params"]
+        assert info["n_tokens"] == 10 * 4 * 32 and info["seq_len"] == 32
+        assert info["final_lr"] == pytest.approx(cfg.pretrain.min_lr)
+        assert (project / "models" / "base" / size / "tokenizer.json").is_file()
+    metrics = json.loads((project / "reports" / "metrics" / "pretrain.json").read_text())
+    assert {"val_loss_general", "val_loss_medical", "val_loss_code", "tokens_per_s"} <= set(metrics["a"])
+
+    tracking.configure(mlflow_uri)
+    runs = tracking.runs_frame(["pretrain"])
+    assert len(runs) == 2
+    for key in ("n_params", "n_tokens", "tokens_per_s", "train_loss", "val_loss_general", "val_loss_medical"):
+        assert runs[f"metrics.{key}"].notna().all(), key
+    curve = tracking.metric_history(runs["run_id"].iloc[0], "train_loss")
+    assert len(curve) >= 3
+
+    again = run(cfg)  # same config: skipped, same numbers
+    assert again == result
+    assert len(tracking.runs_frame(["pretrain"])) == 2
+
+
+def test_pretrain_lowers_loss(project, mlflow_uri):
+    from cptlaw.stages.pretrain import run
+
+    result = run(
+        compose_cfg(project, ["model.train_sizes=[b]", "pretrain.n_tokens=4096", "pretrain.lr=1e-2"])
+    )
+    # untrained loss is about ln(vocab) = ln(300) = 5.7 nats
+    assert result["b"]["val_loss_general"] < 4.5
+
+
+def test_unknown_size_and_missing_tokenizer(project, mlflow_uri):
+    from cptlaw.stages.pretrain import run
+
+    with pytest.raises(ModelError, match="unknown sizes"):
+        run(compose_cfg(project, ["model.train_sizes=[zz]"]))
+    shutil.rmtree(project / "data" / "tokenizer")
+    with pytest.raises(ModelError, match="tokenizer dir .* does not exist"):
+        run(compose_cfg(project))
