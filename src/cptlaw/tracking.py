@@ -184,3 +184,27 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     """(step, value) pairs of one metric of one run, sorted by step."""
     hist = MlflowClient().get_metric_history(run_id, key)
     return sorted((m.step, m.value) for m in hist)
+
+
+def start_detached_run(
+    exp_name: str,
+    *,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    artifact_root: str | None = None,
+) -> str:
+    """Create a RUNNING run without making it the active run (e.g. a sweep's parent run); returns its id."""
+    exp_id = experiment_id(exp_name, artifact_root)
+    created = MlflowClient().create_run(
+        exp_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items()}
+    )
+    return created.info.run_id
+
+
+def end_detached_run(run_id: str, status: str = "FINISHED", tags: Mapping[str, Any] | None = None) -> None:
+    """End a run made by `start_detached_run` (status FINISHED | FAILED | KILLED), if it is still running."""
+    client = MlflowClient()
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, str(value))
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_terminated(run_id, status)

@@ -1,0 +1,127 @@
+"""Hydra callback for CPT sweeps: one MLflow parent run per multirun, jobs nested under it, a summary at the end.
+
+Registered in the `hydra.callbacks` of `conf/sweep/*.yaml`. On multirun start it configures the tracking store
+and creates the database and every experiment the sweep will write to *once*, before any job starts (parallel
+jobs racing to migrate a fresh SQLite store fail), then opens the parent run and exports its id as
+`CPTLAW_PARENT_RUN_ID` (honoured by `cptlaw.tracking.run`; joblib/loky workers inherit the environment).
+On multirun end it collects the jobs' `cpt_result.json` files into `<reports>/sweeps/<name>.json` (run id,
+config hash, skipped/finished per cell) and `<reports>/metrics/cpt_<name>.json`, and ends the parent run.
+If the multirun dies first, an exit hook ends the parent run FAILED (never left RUNNING).
+
+Also home of the small config helpers shared by the stage and the sweep configs (light imports only).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+PARENT_ENV = "CPTLAW_PARENT_RUN_ID"
+_EXPERIMENT = {"dcpt": "dcpt", "ppl_regimes": "ppl-regimes", "probe": "probe", "validate": "validate"}
+
+
+def cpt_experiment_name(study: str, domain: str, prefix: str = "") -> str:
+    """MLflow experiment of a CPT run (docs/CONTRACTS.md): `dcpt-<domain>`, `ppl-regimes-<domain>`, …"""
+    return f"{prefix}{_EXPERIMENT.get(study, study)}-{domain}"
+
+
+def _csv(values: Any) -> str:
+    """A list as a Hydra sweep value (`a,b,c`), so sweep configs can read their lists from profile keys."""
+    if isinstance(values, str | int | float):
+        return str(values)
+    return ",".join(str(v) for v in values)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("cptlaw_csv"):
+        OmegaConf.register_new_resolver("cptlaw_csv", _csv)
+
+
+register_resolvers()
+
+
+def _sweep_values(config: DictConfig, key: str, default: Any) -> list[str]:
+    params = config.hydra.sweeper.get("params") or {}
+    overrides = {
+        o.split("=", 1)[0].lstrip("+~"): o.split("=", 1)[1] for o in config.hydra.overrides.task if "=" in o
+    }
+    value = overrides.get(key, params.get(key))
+    if value is None:
+        return [str(default)]
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+class SweepParentRun(Callback):
+    def __init__(self, name: str, tracking: Any, reports: str, study: str | None = None) -> None:
+        self.name, self.tracking, self.reports, self.study = name, tracking, reports, study
+        self.parent_id: str | None = None
+        self.started = 0.0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from cptlaw import tracking
+
+        tracking.configure_from(self.tracking)
+        prefix = str(self.tracking.get("experiment_prefix") or "")
+        study = str(self.study or config.cpt.study)
+        domains = _sweep_values(config, "cpt.domain", config.cpt.domain)
+        root = self.tracking.get("artifact_root")
+        names = [cpt_experiment_name(study, d, prefix) for d in domains]
+        for name in names:
+            tracking.experiment_id(name, root)
+        parent_exp = names[0] if len(set(names)) == 1 else f"{prefix}sweeps"
+        self.parent_id = tracking.start_detached_run(
+            parent_exp,
+            run_name=f"sweep-{self.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            tags={"cptlaw.stage": "sweep", "cptlaw.study": study, "cptlaw.sweep": self.name,
+                  "cptlaw.sweep_dir": config.hydra.sweep.dir, "cptlaw.profile": config.get("profile_name")},
+            artifact_root=root,
+        )  # fmt: skip
+        os.environ[PARENT_ENV] = self.parent_id
+        self.started = time.perf_counter()
+        atexit.register(self._end, "FAILED")
+        print(f"[sweep] {self.name}: parent run {self.parent_id} in experiment {parent_exp}")
+
+    def _end(self, status: str, tags: dict | None = None) -> None:
+        if self.parent_id is None:
+            return
+        from cptlaw import tracking
+
+        try:
+            tracking.end_detached_run(self.parent_id, status, tags)
+        finally:
+            self.parent_id = None
+            os.environ.pop(PARENT_ENV, None)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from cptlaw.stages.cpt import RESULT_FILE
+
+        results = []
+        for path in sorted(
+            Path(config.hydra.sweep.dir).glob(f"*/{RESULT_FILE}"), key=lambda p: int(p.parent.name)
+        ):
+            results.append({"job": int(path.parent.name), **json.loads(path.read_text())})
+        statuses = [r.get("status") for r in results]
+        metrics = {
+            "n_cells": len(results),
+            "n_finished": statuses.count("finished"),
+            "n_skipped": statuses.count("skipped"),
+            "wall_seconds": round(time.perf_counter() - self.started, 1),
+        }
+        ran = [r for r in results if r.get("status") == "finished"]
+        if ran:
+            metrics["mean_tokens_per_s"] = round(sum(r["tokens_per_s"] for r in ran) / len(ran), 1)
+        reports = Path(self.reports)
+        (reports / "sweeps").mkdir(parents=True, exist_ok=True)
+        (reports / "metrics").mkdir(parents=True, exist_ok=True)
+        summary = {"sweep": self.name, "parent_run_id": self.parent_id, **metrics, "runs": results}
+        (reports / "sweeps" / f"{self.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (reports / "metrics" / f"cpt_{self.name}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        print(f"[sweep] {self.name}: {metrics}")
+        self._end("FINISHED", {"cptlaw.n_cells": len(results)})

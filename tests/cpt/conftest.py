@@ -1,0 +1,102 @@
+"""Fixture project for CPT tests: tiny corpora with disjoint vocabularies, a word-level tokenizer, a tiny base
+model (built with `cptlaw.lm.model.build_model`, saved with `save_pretrained`) and a perplexity score file,
+all under a tmp project root."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+WORDS = {
+    "general": "the cat sat on a mat and dog ran to house by river with old man who saw bird".split(),
+    "medical": "patient fever dose renal acute chronic therapy cardiac lesion biopsy tumour sepsis".split(),
+    "code": "def return import class self lambda yield await async print range len".split(),
+}
+SEQ_LEN = 16
+SIZE = {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64}
+
+
+def _docs(domain: str, n: int, rng: np.random.Generator) -> list[str]:
+    words = WORDS[domain]
+    # a per-document "difficulty": how many distinct words it draws from (gives the landscape a spread)
+    return [
+        " ".join(rng.choice(words[: rng.integers(3, len(words) + 1)], size=rng.integers(8, 40)))
+        for _ in range(n)
+    ]
+
+
+def write_corpora(root: Path, n_train: int = 120, n_test: int = 30) -> None:
+    rng = np.random.default_rng(0)
+    for domain in WORDS:
+        for split, n in (("train", n_train), ("val", n_test), ("test", n_test)):
+            texts = _docs(domain, n, rng)
+            df = pd.DataFrame(
+                {"id": [f"{domain}-{split}-{i}" for i in range(n)], "source": "fixture", "text": texts}
+            )
+            out = root / "data" / "corpora" / domain / f"{split}.parquet"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            df.to_parquet(out)
+
+
+def make_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<eos>": 1}
+    for words in WORDS.values():
+        for w in words:
+            vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>")
+
+
+def write_base(root: Path, name: str = "xs", final_lr: float = 3e-3) -> Path:
+    from cptlaw.lm.model import build_model
+
+    tokenizer = make_tokenizer()
+    model = build_model(SIZE, vocab_size=len(tokenizer), seq_len=SEQ_LEN, seed=0)
+    out = root / "models" / "base" / name
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "cptlaw.json").write_text(json.dumps({"size": name, "seq_len": SEQ_LEN, "final_lr": final_lr}))
+    tokenizer.save_pretrained(root / "data" / "tokenizer")
+    return out
+
+
+def write_scores(root: Path, domain: str = "medical", base: str = "xs") -> Path:
+    train = pd.read_parquet(root / "data" / "corpora" / domain / "train.parquet")
+    n_distinct = train["text"].map(lambda t: len(set(t.split()))).to_numpy(float)
+    ppl = 2.0 + n_distinct + np.random.default_rng(1).random(len(train))
+    tokens = train["text"].map(lambda t: len(t.split()) + 1).to_numpy()
+    df = pd.DataFrame({"id": train["id"], "nll": np.log(ppl) * tokens, "ppl": ppl, "tokens": tokens})
+    out = root / "data" / "scores" / domain / f"{base}.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cpt_project(tmp_path_factory) -> Path:
+    """A project root with corpora, tokenizer, base model `xs` and medical scores (shared, read-only)."""
+    root = tmp_path_factory.mktemp("cptproj")
+    (root / "conf").mkdir()  # project_root() finds dvc.yaml + conf/
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    write_corpora(root)
+    write_base(root)
+    write_scores(root)
+    return root
+
+
+def overrides(root: Path, **cpt) -> list[str]:
+    """Hydra overrides for a fast smoke CPT run in the fixture project."""
+    base = {
+        "domain": "medical", "base": "xs", "n_tokens": 1280, "batch_size": 4, "eval_sequences": 4,
+        "eval_points": 3, "probe_tokens": 128, "log_every_n_steps": 5, "trainer.enable_progress_bar": False,
+    }  # fmt: skip
+    base.update(cpt)
+    return [f"paths.root={root}", "profile=smoke", *[f"cpt.{k}={v}" for k, v in base.items()]]
