@@ -101,14 +101,29 @@ _MM_SECTION = re.compile(r"(?m)^[ \t]*\$\([ \t]*\n\s*(?:[=#*-]{2}){10,}")  # `$(
 _MM_PROOF = re.compile(r"\$=.*?\$\.", re.S)
 
 
-def metamath(root: Path, source: str, **_: object) -> Iterator[Doc]:
-    """Metamath databases: comments and statements with proofs dropped; one document per (sub)section."""
+def metamath(root: Path, source: str, max_doc_chars: int = 20000, **_: object) -> Iterator[Doc]:
+    """Metamath databases: comments and statements with proofs dropped; one document per (sub)section, a
+    section longer than `max_doc_chars` cut into parts at blank lines (a few huge sections would otherwise
+    make the document-level split lumpy)."""
     for path in _files(root, "*.mm", source):
         text = _MM_PROOF.sub("$.", path.read_text(encoding="utf-8", errors="replace"))
         starts = [0, *(m.start() for m in _MM_SECTION.finditer(text)), len(text)]
         for k, (a, b) in enumerate(zip(starts, starts[1:], strict=False)):
-            if text[a:b].strip():
-                yield Doc(f"{source}/{path.stem}/{k:05d}", source, text[a:b])
+            parts = _blocks(text[a:b], max_doc_chars)
+            for j, part in enumerate(parts):
+                if part.strip():
+                    yield Doc(f"{source}/{path.stem}/{k:05d}" + (f".{j}" if len(parts) > 1 else ""), source, part)
+
+
+def _blocks(text: str, size: int) -> list[str]:
+    """`text` cut at blank lines into blocks of at most about `size` characters."""
+    out, buf = [], ""
+    for para in text.split("\n\n"):
+        if buf and len(buf) + len(para) > size:
+            out.append(buf)
+            buf = ""
+        buf = f"{buf}\n\n{para}" if buf else para
+    return [*out, buf] if buf else out
 
 
 _OSIS_DROP = re.compile(r"<note\b.*?</note>|<title\b[^>]*type=\"x-gen\".*?</title>", re.S)
