@@ -1,0 +1,89 @@
+"""Score a whole candidate pool resumably: shards of `shard_size` samples, each written atomically.
+
+A re-run after a crash keeps the finished shards (if the scoring settings and the model files are
+unchanged — `meta.json` holds their hash) and scores only the rest. Each shard is scored the same way
+whether or not the run was interrupted (batches are planned within a shard), so the final Parquet file is
+byte-identical to that of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cptlaw.config import config_hash
+from cptlaw.lm.score import per_sample_ppl, score_token_ids
+
+
+def model_files_key(model_dir: str | Path) -> list[tuple[str, int, int]]:
+    """Name, size and mtime of a model dir's files: changes when the model is re-trained or replaced."""
+    d = Path(model_dir)
+    return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in d.iterdir() if p.is_file())
+
+
+def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def score_shard(model: Any, tokenizer: Any, frame: pd.DataFrame, settings: dict[str, Any]) -> pd.DataFrame:
+    """`id, nll, ppl, tokens` of one shard of samples, in its order."""
+    ids = tokenizer(frame["text"].tolist(), add_special_tokens=False)["input_ids"]
+    token_ids = [np.asarray(x, dtype=np.int64) for x in ids]
+    nll, tokens = score_token_ids(
+        model, token_ids, prefix_id=settings["prefix_id"], max_length=settings["max_length"],
+        stride=settings["stride"], batch_tokens=settings["batch_tokens"], progress_bar=settings["progress_bar"],
+    )  # fmt: skip
+    return pd.DataFrame(
+        {"id": frame["id"].to_numpy(), "nll": nll, "ppl": per_sample_ppl(nll, tokens), "tokens": tokens}
+    )
+
+
+def score_pool(
+    model: Any,
+    tokenizer: Any,
+    frame: pd.DataFrame,
+    out_path: str | Path,
+    *,
+    model_dir: str | Path,
+    prefix_id: int,
+    max_length: int,
+    stride: int,
+    batch_tokens: int,
+    shard_size: int,
+    progress_bar: bool = False,
+) -> pd.DataFrame:
+    """Score `frame` (`id, text`) into `out_path` (`id, nll, ppl, tokens`, same order), resuming from shards."""
+    out_path = Path(out_path)
+    shard_dir = out_path.parent / f".{out_path.stem}.shards"
+    settings = {"prefix_id": int(prefix_id), "max_length": int(max_length), "stride": int(stride),
+                "batch_tokens": int(batch_tokens), "shard_size": int(shard_size)}  # fmt: skip
+    key = config_hash({**settings, "model": model_files_key(model_dir), "vocab": len(tokenizer),
+                       "ids": config_hash({"ids": frame["id"].tolist()})})  # fmt: skip
+    meta = shard_dir / "meta.json"
+    if shard_dir.exists() and (not meta.is_file() or json.loads(meta.read_text()).get("key") != key):
+        shutil.rmtree(shard_dir)  # stale shards of other settings or another model
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    meta.write_text(json.dumps({"key": key, **settings}) + "\n")
+
+    starts = range(0, len(frame), int(shard_size))
+    for k, start in enumerate(starts):
+        path = shard_dir / f"{k:05d}.parquet"
+        if path.is_file():
+            continue
+        part = frame.iloc[start : start + int(shard_size)]
+        _write_atomic(score_shard(model, tokenizer, part, {**settings, "progress_bar": progress_bar}), path)
+        print(f"[score] shard {k + 1}/{len(starts)} -> {path.name}")
+    result = pd.concat([pd.read_parquet(shard_dir / f"{k:05d}.parquet") for k in range(len(starts))],
+                       ignore_index=True)  # fmt: skip
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(result, out_path)
+    shutil.rmtree(shard_dir)
+    return result

@@ -1,0 +1,208 @@
+"""Per-sample perplexity of a candidate pool under a frozen base model (the perplexity landscape).
+
+What is scored (lm-evaluation-harness `loglikelihood_rolling`): a sample's tokens x_1..x_n (no special
+tokens) are preceded by the EOS id x_0 — the document separator the base model saw during packed
+pre-training — and every x_i, i = 1..n, is scored exactly once as log p(x_i | x_<i). The EOS itself is not
+scored. Summed NLL and token counts stay separate per sample until `aggregate` computes means, perplexity
+and the landscape statistics.
+
+Sliding windows (samples longer than the context `max_length` = W, with `stride` S ≤ W): over the sequence
+t = x_0..x_n, window 1 feeds t[0:min(W, n)] and scores targets x_1..x_min(W,n). Window k > 1 ends at target
+e_k = min(W + (k−1)·S, n), feeds t[e_k − W : e_k] and scores only the targets not scored before,
+x_(e_(k−1)+1)..x_(e_k) (at most S of them), each with at least W − S tokens of context. S = W gives
+disjoint windows (fastest, least context); S = 1 gives full context for every token (slowest).
+
+Speed: windows of all samples are sorted by length and batched under a padded-token budget (right padding
++ attention mask, so real tokens never see padding), run under `torch.inference_mode`, and summed back per
+sample in the original order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100  # target id of unscored (context or padding) positions
+
+
+def rolling_windows(n: int, max_length: int, stride: int) -> list[tuple[int, int, int]]:
+    """Windows `(a, b, m)` over t = x_0..x_n: feed t[a:b], targets t[a+1:b+1], score the last m targets."""
+    if max_length < 1 or not 1 <= stride <= max_length:
+        raise ValueError(f"need 1 <= stride <= max_length, got stride={stride}, max_length={max_length}")
+    if n <= 0:
+        return []
+    end = min(max_length, n)
+    windows = [(0, end, end)]
+    while end < n:
+        new_end = min(end + stride, n)
+        windows.append((new_end - max_length, new_end, new_end - end))
+        end = new_end
+    return windows
+
+
+@dataclass(frozen=True)
+class Windows:
+    """All windows of a list of samples: `sample[i]` owns window i, `ids[i]` = t[a:b+1], `n_scored[i]` = m."""
+
+    sample: np.ndarray
+    ids: list[np.ndarray]
+    n_scored: np.ndarray
+
+
+def make_windows(token_ids: Sequence[np.ndarray], prefix_id: int, max_length: int, stride: int) -> Windows:
+    """Cut every sample (ids without the prefix) into rolling windows (see module docstring)."""
+    sample, ids, n_scored = [], [], []
+    for i, x in enumerate(token_ids):
+        t = np.concatenate([[prefix_id], np.asarray(x, dtype=np.int64)])
+        for a, b, m in rolling_windows(len(x), max_length, stride):
+            sample.append(i)
+            ids.append(t[a : b + 1])
+            n_scored.append(m)
+    return Windows(np.asarray(sample, dtype=np.int64), ids, np.asarray(n_scored, dtype=np.int64))
+
+
+def length_batches(lengths: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
+    """Indices grouped into batches of similar length: longest first, `len(batch) * max_len <= batch_tokens`."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        rows = max(1, int(batch_tokens) // int(lengths[order[start]]))
+        batches.append(order[start : start + rows])
+        start += rows
+    return batches
+
+
+def collate_windows(windows: Windows, rows: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
+    """A right-padded batch: `input_ids`, `attention_mask`, `targets` (IGNORE where unscored), `row` (window)."""
+    width = max(len(windows.ids[r]) - 1 for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    targets = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, r in enumerate(rows):
+        t = torch.from_numpy(windows.ids[r])
+        length, m = len(t) - 1, int(windows.n_scored[r])
+        input_ids[j, :length] = t[:-1]
+        mask[j, :length] = 1
+        targets[j, length - m : length] = t[length - m + 1 :]
+    return {"input_ids": input_ids, "attention_mask": mask, "targets": targets, "row": torch.as_tensor(rows)}
+
+
+class WindowBatches(torch.utils.data.Dataset):
+    """Pre-planned batches (use with `batch_size=None`)."""
+
+    def __init__(self, windows: Windows, batch_tokens: int, pad_id: int):
+        self.windows, self.pad_id = windows, pad_id
+        lengths = np.array([len(w) - 1 for w in windows.ids], dtype=np.int64)
+        self.batches = length_batches(lengths, batch_tokens) if len(lengths) else []
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return collate_windows(self.windows, self.batches[i], self.pad_id)
+
+
+def batch_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed NLL (float64, nats) of the scored targets of each row of a window batch."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    scored = batch["targets"] != IGNORE
+    nll = F.cross_entropy(logits[scored].float(), batch["targets"][scored], reduction="none")
+    rows = torch.arange(scored.size(0), device=scored.device).unsqueeze(1).expand_as(scored)[scored]
+    return torch.zeros(scored.size(0), dtype=torch.float64, device=nll.device).index_add_(
+        0, rows, nll.double()
+    )
+
+
+class ScoreModule(L.LightningModule):
+    """Frozen causal LM; `predict_step` returns per-window summed NLL (use `Trainer(inference_mode=True)`)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return {"row": batch["row"], "nll": batch_nll(self.model, batch)}
+
+
+def sample_sums(windows: Windows, n_samples: int, outputs: Sequence[dict[str, torch.Tensor]]) -> np.ndarray:
+    """Per-sample summed NLL (original order) from predict outputs."""
+    window_nll = np.zeros(len(windows.ids), dtype=np.float64)
+    for out in outputs:
+        window_nll[out["row"].numpy()] = out["nll"].numpy()
+    return np.bincount(windows.sample, weights=window_nll, minlength=n_samples).astype(np.float64)
+
+
+def score_token_ids(
+    model: torch.nn.Module,
+    token_ids: Sequence[np.ndarray],
+    *,
+    prefix_id: int,
+    max_length: int,
+    stride: int,
+    batch_tokens: int = 16384,
+    progress_bar: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`(nll, tokens)` per sample, in the given order: summed NLL (nats) and number of scored tokens."""
+    windows = make_windows(token_ids, prefix_id, max_length, stride)
+    tokens = np.array([len(x) for x in token_ids], dtype=np.int64)
+    if len(windows.ids) == 0:
+        return np.zeros(len(token_ids)), tokens
+    data = WindowBatches(windows, batch_tokens, pad_id=prefix_id)
+    loader = torch.utils.data.DataLoader(data, batch_size=None)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False,
+        enable_progress_bar=progress_bar, inference_mode=True,
+    )  # fmt: skip
+    outputs = trainer.predict(ScoreModule(model), loader)
+    return sample_sums(windows, len(token_ids), outputs), tokens
+
+
+@torch.inference_mode()
+def score_naive(model: torch.nn.Module, token_ids: Sequence[np.ndarray], *, prefix_id: int, max_length: int,
+                stride: int) -> np.ndarray:  # fmt: skip
+    """Reference: one window at a time, batch size 1, no Trainer (for tests and the benchmark)."""
+    model.eval()
+    out = np.zeros(len(token_ids), dtype=np.float64)
+    for i, x in enumerate(token_ids):
+        t = torch.as_tensor(np.concatenate([[prefix_id], x]), dtype=torch.long)
+        for a, b, m in rolling_windows(len(x), max_length, stride):
+            logits = model(input_ids=t[a:b].unsqueeze(0)).logits[0]
+            lp = torch.log_softmax(logits.double(), dim=-1)
+            tgt = t[a + 1 : b + 1]
+            out[i] -= float(lp[-m:].gather(1, tgt[-m:].unsqueeze(1)).sum())
+    return out
+
+
+def aggregate(nll: np.ndarray, tokens: np.ndarray, *, quantiles: Sequence[float] = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)) -> dict[str, Any]:  # fmt: skip
+    """The one aggregation: per-sample log-ppl = nll / tokens, ppl = exp(log-ppl); landscape statistics."""
+    nll, tokens = np.asarray(nll, dtype=np.float64), np.asarray(tokens, dtype=np.int64)
+    ok = tokens > 0
+    log_ppl = nll[ok] / tokens[ok]
+    ppl = np.exp(log_ppl)
+    stats: dict[str, Any] = {
+        "n_samples": int(len(nll)), "n_empty": int((~ok).sum()), "n_tokens": int(tokens.sum()),
+        "corpus_log_ppl": float(nll.sum() / max(tokens.sum(), 1)),
+        "ppl_mean": float(ppl.mean()) if len(ppl) else float("nan"),
+        "ppl_std": float(ppl.std()) if len(ppl) else float("nan"),
+        "log_ppl_mean": float(log_ppl.mean()) if len(ppl) else float("nan"),
+        "log_ppl_std": float(log_ppl.std()) if len(ppl) else float("nan"),
+    }  # fmt: skip
+    stats["corpus_ppl"] = float(np.exp(stats["corpus_log_ppl"]))
+    for q in quantiles:
+        key = f"q{round(q * 100):02d}"
+        stats[f"ppl_{key}"] = float(np.quantile(ppl, q)) if len(ppl) else float("nan")
+        stats[f"log_ppl_{key}"] = float(np.quantile(log_ppl, q)) if len(ppl) else float("nan")
+    return stats
+
+
+def per_sample_ppl(nll: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """exp(nll / tokens); NaN for samples without tokens."""
+    tokens = np.asarray(tokens, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(tokens > 0, np.exp(np.asarray(nll) / np.where(tokens > 0, tokens, 1)), np.nan)

@@ -1,0 +1,204 @@
+"""Scoring: rolling windows against hand-written lists, batched == naive reference, resumable shards,
+the score stage end to end, and every bad-input error."""
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from cptlaw.config import CONF_DIR
+from cptlaw.lm.model import ModelError, build_model, load_causal_lm
+from cptlaw.lm.score import aggregate, rolling_windows, score_naive, score_token_ids
+
+SIZE = {"d_model": 32, "n_layers": 2, "n_heads": 4, "d_ff": 64}
+
+
+def test_rolling_windows_hand_written():
+    assert rolling_windows(0, 4, 2) == []
+    assert rolling_windows(3, 4, 2) == [(0, 3, 3)]
+    assert rolling_windows(4, 4, 2) == [(0, 4, 4)]
+    assert rolling_windows(10, 4, 2) == [(0, 4, 4), (2, 6, 2), (4, 8, 2), (6, 10, 2)]
+    assert rolling_windows(9, 4, 2) == [(0, 4, 4), (2, 6, 2), (4, 8, 2), (5, 9, 1)]
+    assert rolling_windows(9, 4, 4) == [(0, 4, 4), (4, 8, 4), (5, 9, 1)]
+    for n, w, s in [(1, 1, 1), (50, 8, 3), (17, 16, 16), (100, 7, 1)]:
+        wins = rolling_windows(n, w, s)
+        assert sum(m for _, _, m in wins) == n  # every target scored once
+        assert all(b - a <= w for a, b, _ in wins)
+    with pytest.raises(ValueError):
+        rolling_windows(5, 4, 5)
+
+
+@pytest.fixture(scope="module")
+def model_and_samples():
+    torch.manual_seed(0)
+    model = build_model(SIZE, vocab_size=64, seq_len=16, seed=3).eval()
+    rng = np.random.default_rng(0)
+    samples = [rng.integers(1, 64, size=n) for n in [1, 5, 16, 3, 40, 17, 9, 33, 2, 70]]
+    return model, samples
+
+
+@pytest.mark.parametrize("max_length,stride", [(16, 16), (16, 8), (8, 3)])
+def test_batched_equals_naive_reference(model_and_samples, max_length, stride):
+    model, samples = model_and_samples
+    ref = score_naive(model, samples, prefix_id=0, max_length=max_length, stride=stride)
+    for batch_tokens in (16, 64, 4096):  # batch size 1 .. everything in one batch
+        nll, tokens = score_token_ids(model, samples, prefix_id=0, max_length=max_length, stride=stride,
+                                      batch_tokens=batch_tokens)  # fmt: skip
+        np.testing.assert_allclose(nll / tokens, ref / tokens, rtol=0, atol=1e-5)
+        assert tokens.tolist() == [len(x) for x in samples]
+
+
+def test_single_window_matches_hf_loss(model_and_samples):
+    model, samples = model_and_samples
+    x = samples[2]  # 16 tokens: one window of 16 with the prefix
+    nll, tokens = score_token_ids(model, [x], prefix_id=0, max_length=16, stride=16)
+    t = torch.as_tensor(np.concatenate([[0], x]))
+    with torch.no_grad():
+        logits = model(input_ids=t[:-1].unsqueeze(0)).logits[0]
+    ref = torch.nn.functional.cross_entropy(logits, t[1:], reduction="sum")
+    assert nll[0] == pytest.approx(float(ref), abs=1e-4)
+
+
+def test_aggregate_keeps_sums_until_the_end():
+    stats = aggregate(np.array([2.0, 6.0, 0.0]), np.array([1, 2, 0]))
+    assert stats["n_empty"] == 1 and stats["n_tokens"] == 3
+    assert stats["log_ppl_mean"] == pytest.approx((2 + 3) / 2)
+    assert stats["ppl_mean"] == pytest.approx((np.e**2 + np.e**3) / 2)
+    assert stats["corpus_log_ppl"] == pytest.approx(8 / 3)
+
+
+# --- pool scoring and the stage ---------------------------------------------------------------------------
+
+
+def compose_cfg(root, overrides=()):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=[
+            "profile=smoke", f"paths.root={root}", "domains=[medical, code]", "score.base=a",
+            "score.max_length=16", "score.stride=8", "score.batch_tokens=256", "score.shard_size=25",
+            "score.progress_bar=false", "score.max_samples=null", *overrides,
+        ])  # fmt: skip
+
+
+@pytest.fixture
+def project(lm_project, tmp_path):
+    """Fixture corpora + tokenizer + an untrained base model `a` saved like the pretrain stage saves it."""
+    from cptlaw.lm.base import load_tokenizer, write_base_model_info
+
+    root = tmp_path / "proj"
+    shutil.copytree(lm_project, root)
+    tok = load_tokenizer(root / "data" / "tokenizer")
+    model = build_model(SIZE, vocab_size=len(tok), seq_len=16, seed=0)
+    out = root / "models" / "base" / "a"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    write_base_model_info(out, {"size": "a", "final_lr": 1e-4})
+    return root
+
+
+def test_score_stage_end_to_end(project, mlflow_uri):
+    import json
+
+    from cptlaw import tracking
+    from cptlaw.stages.score import run
+
+    summary = run(compose_cfg(project))
+    for domain in ("medical", "code"):
+        out = pd.read_parquet(project / "data" / "scores" / domain / "a.parquet")
+        pool = pd.read_parquet(project / "data" / "corpora" / domain / "train.parquet")
+        assert out["id"].tolist() == pool["id"].tolist()
+        assert list(out.columns) == ["id", "nll", "ppl", "tokens"]
+        np.testing.assert_allclose(out["ppl"], np.exp(out["nll"] / out["tokens"]))
+        assert not (project / "data" / "scores" / domain / ".a.shards").exists()
+    metrics = json.loads((project / "reports" / "metrics" / "score.json").read_text())
+    assert metrics == json.loads(json.dumps(summary))
+    assert {"ppl_mean", "ppl_std", "log_ppl_q50"} <= set(metrics["domains"]["medical"])
+    assert (project / "reports" / "plots" / "score" / "log_ppl_hist.png").is_file()
+    assert (project / "reports" / "plots" / "score" / "log_ppl_hist_code.csv").is_file()
+    tracking.configure(mlflow_uri)
+    runs = tracking.runs_frame(["score"])
+    assert len(runs) == 3 and runs["metrics.ppl_mean"].notna().sum() == 2
+
+
+def test_interrupted_then_resumed_is_identical(project, monkeypatch):
+    from cptlaw.lm import pool
+    from cptlaw.lm.base import load_tokenizer
+
+    tok = load_tokenizer(project / "models" / "base" / "a")
+    model = load_causal_lm(project / "models" / "base" / "a")
+    frame = pd.read_parquet(project / "data" / "corpora" / "medical" / "train.parquet")
+    kw = dict(model_dir=project / "models" / "base" / "a", prefix_id=tok.eos_token_id, max_length=16, stride=8,
+              batch_tokens=256, shard_size=25)  # fmt: skip
+    pool.score_pool(model, tok, frame, project / "full.parquet", **kw)
+
+    real, calls = pool.score_shard, []
+
+    def crash_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pool, "score_shard", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        pool.score_pool(model, tok, frame, project / "resumed.parquet", **kw)
+    assert len(list((project / ".resumed.shards").glob("*.parquet"))) == 2
+    monkeypatch.setattr(pool, "score_shard", real)
+    scored = []
+    monkeypatch.setattr(pool, "score_shard", lambda *a, **k: scored.append(1) or real(*a, **k))
+    pool.score_pool(model, tok, frame, project / "resumed.parquet", **kw)
+    assert len(scored) == 3  # 5 shards of 25, 2 kept
+    assert (project / "full.parquet").read_bytes() == (project / "resumed.parquet").read_bytes()
+
+
+# --- bad input: one-line errors before any work ----------------------------------------------------------
+
+
+def test_bad_inputs(project, mlflow_uri):
+    from cptlaw.stages.score import run
+
+    with pytest.raises(ModelError, match="does not exist"):
+        run(compose_cfg(project, ["score.base=nope"]))
+    bert = project / "models" / "base" / "vit"
+    bert.mkdir()
+    (bert / "config.json").write_text('{"model_type": "vit"}')
+    with pytest.raises(ModelError, match="not a causal LM"):
+        run(compose_cfg(project, ["score.base=vit"]))
+    with pytest.raises(ModelError, match="not a causal LM"):
+        run(compose_cfg(project, ["model=hf_local", f"model.name_or_path={bert}"]))
+    small = build_model(SIZE, vocab_size=50, seq_len=16, seed=0)
+    small.save_pretrained(project / "models" / "base" / "small")
+    with pytest.raises(ModelError, match="do not match"):
+        run(compose_cfg(project, ["score.base=small"]))
+    pd.DataFrame({"id": [], "source": [], "text": []}).astype(str).to_parquet(
+        project / "data" / "corpora" / "code" / "train.parquet"
+    )
+    with pytest.raises(ModelError, match="empty"):
+        run(compose_cfg(project))
+    assert not (project / "data" / "scores").exists()  # nothing was scored before the error
+
+
+def test_hf_local_base(project, mlflow_uri):
+    from cptlaw.stages.score import run
+
+    local = project / "elsewhere" / "my-lm"
+    shutil.copytree(project / "models" / "base" / "a", local)
+    (local / "cptlaw.json").unlink()
+    summary = run(compose_cfg(project, ["model=hf_local", f"model.name_or_path={local}", "model.label=mine"]))
+    assert summary["base_model"] == "mine"
+    assert (project / "data" / "scores" / "medical" / "mine.parquet").is_file()
+
+
+def test_stage_exits_1_with_one_line(project, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "cptlaw.stages.score", "profile=smoke", f"paths.root={project}",
+         "score.base=missing", f"tracking.uri=sqlite:///{tmp_path}/m.db", f"hydra.run.dir={tmp_path}/h"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("error: base model dir") and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
