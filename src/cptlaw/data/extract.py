@@ -45,13 +45,13 @@ def _files(root: Path, pattern: str, source: str) -> list[Path]:
 # ---------------------------------------------------------------- prose and code
 
 
-_BROWN_FIX = [(re.compile(r" ([,.;:?!)\]'])"), r"\1"), (re.compile(r"([(\[]) "), r"\1"), (re.compile(r" n't"), "n't")]
+_BROWN_FIX = [(re.compile(r" ([,.;:?!)\]])"), r"\1"), (re.compile(r"([(\[]) "), r"\1"), (re.compile(r" n't"), "n't")]
 
 
 def brown_sentence(line: str) -> str:
     """`The/at jury/nn said/vbd ./.` → `The jury said.` (tags stripped, quotes and punctuation re-attached)."""
     words = [tok.rsplit("/", 1)[0] for tok in line.split()]
-    text = " ".join(words).replace("``", '"').replace("''", '"')
+    text = " ".join(words).replace("`` ", '"').replace(" ''", '"').replace("``", '"').replace("''", '"')
     for pat, rep in _BROWN_FIX:
         text = pat.sub(rep, text)
     return text
