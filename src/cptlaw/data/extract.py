@@ -45,7 +45,11 @@ def _files(root: Path, pattern: str, source: str) -> list[Path]:
 # ---------------------------------------------------------------- prose and code
 
 
-_BROWN_FIX = [(re.compile(r" ([,.;:?!)\]])"), r"\1"), (re.compile(r"([(\[]) "), r"\1"), (re.compile(r" n't"), "n't")]
+_BROWN_FIX = [
+    (re.compile(r" ([,.;:?!)\]])"), r"\1"),
+    (re.compile(r"([(\[]) "), r"\1"),
+    (re.compile(r" n't"), "n't"),
+]
 
 
 def brown_sentence(line: str) -> str:
@@ -97,7 +101,9 @@ def abc(root: Path, source: str, **_: object) -> Iterator[Doc]:
                 yield Doc(f"{source}/{rel}#{k}", source, tune)
 
 
-_MM_SECTION = re.compile(r"(?m)^[ \t]*\$\([ \t]*\n\s*(?:[=#*-]{2}){10,}")  # `$(` + a rule line: a section header
+_MM_SECTION = re.compile(
+    r"(?m)^[ \t]*\$\([ \t]*\n\s*(?:[=#*-]{2}){10,}"
+)  # `$(` + a rule line: a section header
 _MM_PROOF = re.compile(r"\$=.*?\$\.", re.S)
 
 
@@ -112,7 +118,9 @@ def metamath(root: Path, source: str, max_doc_chars: int = 20000, **_: object) -
             parts = _blocks(text[a:b], max_doc_chars)
             for j, part in enumerate(parts):
                 if part.strip():
-                    yield Doc(f"{source}/{path.stem}/{k:05d}" + (f".{j}" if len(parts) > 1 else ""), source, part)
+                    yield Doc(
+                        f"{source}/{path.stem}/{k:05d}" + (f".{j}" if len(parts) > 1 else ""), source, part
+                    )
 
 
 def _blocks(text: str, size: int) -> list[str]:
@@ -163,7 +171,9 @@ class Entry:
     namespace: str = ""
 
 
-def pack_entries(entries: list[Entry], source: str, sample_chars: int, branch_depth: int = 1) -> Iterator[Doc]:
+def pack_entries(
+    entries: list[Entry], source: str, sample_chars: int, branch_depth: int = 1
+) -> Iterator[Doc]:
     """Pack ontology entries into samples of about `sample_chars`, never mixing two branches in one sample.
 
     Entries are visited depth-first over the is-a tree (roots and children sorted by id, each entry once,
@@ -242,14 +252,22 @@ def parse_obo(text: str, require_def: bool = False) -> list[Entry]:
     return entries
 
 
-def obo(root: Path, source: str, sample_chars: int = 1000, branch_depth: int = 1, require_def: bool = False,
-        **_: object) -> Iterator[Doc]:
+def obo(
+    root: Path,
+    source: str,
+    sample_chars: int = 1000,
+    branch_depth: int = 1,
+    require_def: bool = False,
+    **_: object,
+) -> Iterator[Doc]:
     for path in _files(root, "*.obo", source):
         entries = parse_obo(path.read_text(encoding="utf-8", errors="replace"), require_def=require_def)
         yield from pack_entries(entries, source, sample_chars, branch_depth)
 
 
-def go_sqlite(root: Path, source: str, sample_chars: int = 1000, branch_depth: int = 1, **_: object) -> Iterator[Doc]:
+def go_sqlite(
+    root: Path, source: str, sample_chars: int = 1000, branch_depth: int = 1, **_: object
+) -> Iterator[Doc]:
     """GO.db's `GO.sqlite`: `go_term` (term, definition) + `go_{bp,mf,cc}_parents` is-a edges, packed by branch."""
     for path in _files(root, "*.sqlite", source):
         try:
@@ -257,7 +275,9 @@ def go_sqlite(root: Path, source: str, sample_chars: int = 1000, branch_depth: i
             rows = con.execute("SELECT _id, go_id, term, ontology, definition FROM go_term").fetchall()
             parents: dict[int, list[int]] = defaultdict(list)
             for table in ("go_bp_parents", "go_mf_parents", "go_cc_parents"):
-                for child, parent in con.execute(f"SELECT _id, _parent_id FROM {table} WHERE relationship_type='isa'"):
+                for child, parent in con.execute(
+                    f"SELECT _id, _parent_id FROM {table} WHERE relationship_type='isa'"
+                ):
                     parents[child].append(parent)
             con.close()
         except sqlite3.DatabaseError as exc:

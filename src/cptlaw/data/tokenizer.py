@@ -67,7 +67,9 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     """An HF tokenizer dir → fast tokenizer with an EOS token (and PAD = EOS if it has none)."""
     path = Path(path)
     if not path.is_dir():
-        raise TokenizerError(f"tokenizer directory {path} does not exist (run the tokenizer stage, or fix `tokenizer.path`)")
+        raise TokenizerError(
+            f"tokenizer directory {path} does not exist (run the tokenizer stage, or fix `tokenizer.path`)"
+        )
     try:
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as exc:

@@ -58,9 +58,13 @@ def local_docs(spec: Mapping[str, Any]) -> Iterator[Doc]:
                     try:
                         rec = json.loads(line)
                     except json.JSONDecodeError:
-                        raise ExtractError(f"`corpora.local` source '{name}': {path}:{k + 1} is not JSON") from None
+                        raise ExtractError(
+                            f"`corpora.local` source '{name}': {path}:{k + 1} is not JSON"
+                        ) from None
                     if field not in rec:
-                        raise ExtractError(f"`corpora.local` source '{name}': {path}:{k + 1} has no field {field!r}")
+                        raise ExtractError(
+                            f"`corpora.local` source '{name}': {path}:{k + 1} has no field {field!r}"
+                        )
                     yield Doc(f"{name}/{path.as_posix()}#{rec.get('id', k)}", name, str(rec[field]))
         elif suffix == ".parquet":
             import pandas as pd
@@ -74,7 +78,9 @@ def local_docs(spec: Mapping[str, Any]) -> Iterator[Doc]:
             for i, text in zip(ids, frame[field].astype(str), strict=True):
                 yield Doc(f"{name}/{path.as_posix()}#{i}", name, text)
         else:
-            raise ExtractError(f"`corpora.local` source '{name}': unsupported file type {path.name} (.txt/.jsonl/.parquet)")
+            raise ExtractError(
+                f"`corpora.local` source '{name}': unsupported file type {path.name} (.txt/.jsonl/.parquet)"
+            )
 
 
 def hf_docs(spec: Mapping[str, Any]) -> Iterator[Doc]:
@@ -98,9 +104,13 @@ def hf_docs(spec: Mapping[str, Any]) -> Iterator[Doc]:
         ds = datasets.load_dataset(str(path), spec.get("config"), split=str(spec.get("split") or "train"))
     except Exception as exc:  # offline, unknown dataset, bad config: one line, no traceback
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExtractError(f"`corpora.hf` source '{name}': cannot load dataset {path!r} (offline?): {first}") from None
+        raise ExtractError(
+            f"`corpora.hf` source '{name}': cannot load dataset {path!r} (offline?): {first}"
+        ) from None
     if field not in ds.column_names:
-        raise ExtractError(f"`corpora.hf` source '{name}': dataset has no column {field!r} ({ds.column_names})")
+        raise ExtractError(
+            f"`corpora.hf` source '{name}': dataset has no column {field!r} ({ds.column_names})"
+        )
     limit = spec.get("max_docs")
     for k, rec in enumerate(ds):
         if limit is not None and k >= int(limit):

@@ -38,22 +38,39 @@ def run(cfg: DictConfig) -> dict:
         task = bar.add_task("corpora", total=len(domains))
         for domain in domains:
             t0 = time.perf_counter()
-            docs = domain_docs(domain, chosen, raw_dir, user, sample_chars=c.sample_chars, min_chars=c.min_chars,
-                               progress=lambda msg: bar.update(task, description=msg))
+            docs = domain_docs(
+                domain,
+                chosen,
+                raw_dir,
+                user,
+                sample_chars=c.sample_chars,
+                min_chars=c.min_chars,
+                progress=lambda msg: bar.update(task, description=msg),
+            )
             bar.update(task, description=f"split {domain}")
             frames, stats = build_domain(
-                domain, docs, seed=cfg.seed, sample_chars=c.sample_chars, min_chars=c.min_chars,
-                val_frac=c.val_frac, test_frac=c.test_frac, max_chars=max_chars_for(domain, c.max_chars),
+                domain,
+                docs,
+                seed=cfg.seed,
+                sample_chars=c.sample_chars,
+                min_chars=c.min_chars,
+                val_frac=c.val_frac,
+                test_frac=c.test_frac,
+                max_chars=max_chars_for(domain, c.max_chars),
                 normalized=True,
             )
             write_domain(out_dir, domain, frames)
             details[domain] = stats
-            metrics[domain] = {s: {k: v for k, v in stats[s].items() if k != "sources"} for s in ("train", "val", "test")}
+            metrics[domain] = {
+                s: {k: v for k, v in stats[s].items() if k != "sources"} for s in ("train", "val", "test")
+            }
             metrics[domain]["duplicates_dropped"] = stats["clean"]["duplicates"]
             bar.advance(task)
             tr = stats["train"]
-            print(f"corpora: {domain}: train {tr['documents']} docs / {tr['samples']} samples / {tr['chars']:,} chars, "
-                  f"val {stats['val']['samples']}, test {stats['test']['samples']} samples ({time.perf_counter() - t0:.1f} s)")
+            print(
+                f"corpora: {domain}: train {tr['documents']} docs / {tr['samples']} samples / {tr['chars']:,} chars, "
+                f"val {stats['val']['samples']}, test {stats['test']['samples']} samples ({time.perf_counter() - t0:.1f} s)"
+            )
     (out_dir / "stats.json").write_text(json.dumps(details, indent=2, default=str) + "\n")
     metrics_path = Path(c.metrics)
     metrics_path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,10 +22,14 @@ def run(cfg: DictConfig) -> dict[str, str]:
     check_domains(cfg.domains, sources, user_domains(cfg.get("corpora")))
     chosen = select_sources(sources, cfg.domains, cfg.fetch.get("exclude") or [])
     t0 = time.perf_counter()
-    status = fetch_all(chosen, Path(cfg.fetch.raw_dir), clients=cfg.fetch.get("clients"), timeout=cfg.fetch.timeout_s)
+    status = fetch_all(
+        chosen, Path(cfg.fetch.raw_dir), clients=cfg.fetch.get("clients"), timeout=cfg.fetch.timeout_s
+    )
     n_new = sum(v == "fetched" for v in status.values())
-    print(f"fetch: {len(status)} sources ({n_new} downloaded, {len(status) - n_new} cached) "
-          f"in {time.perf_counter() - t0:.1f} s → {cfg.fetch.raw_dir}")
+    print(
+        f"fetch: {len(status)} sources ({n_new} downloaded, {len(status) - n_new} cached) "
+        f"in {time.perf_counter() - t0:.1f} s → {cfg.fetch.raw_dir}"
+    )
     return status
 
 

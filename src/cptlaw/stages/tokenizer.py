@@ -39,8 +39,13 @@ def run(cfg: DictConfig) -> dict:
                 keep.append(text)
                 total += len(text)
             texts = keep
-        tok = train_bpe(texts, vocab_size=int(t.vocab_size), min_frequency=int(t.min_frequency),
-                        special_tokens=dict(t.special_tokens), length=len(texts))
+        tok = train_bpe(
+            texts,
+            vocab_size=int(t.vocab_size),
+            min_frequency=int(t.min_frequency),
+            special_tokens=dict(t.special_tokens),
+            length=len(texts),
+        )
         source = "trained on general/train"
     save_tokenizer(tok, t.out_dir)
     tok = load_tokenizer(t.out_dir)  # what downstream stages will load
@@ -54,12 +59,16 @@ def run(cfg: DictConfig) -> dict:
             n_chr = sum(map(len, texts))
             metrics[domain][split] = {"tokens": n_tok, "chars_per_token": round(n_chr / max(n_tok, 1), 3)}
         tr = metrics[domain]["train"]
-        print(f"tokenizer: {domain}: train {tr['tokens']:,} tokens ({tr['chars_per_token']} chars/token), "
-              f"val {metrics[domain]['val']['tokens']:,}, test {metrics[domain]['test']['tokens']:,}")
+        print(
+            f"tokenizer: {domain}: train {tr['tokens']:,} tokens ({tr['chars_per_token']} chars/token), "
+            f"val {metrics[domain]['val']['tokens']:,}, test {metrics[domain]['test']['tokens']:,}"
+        )
     path = Path(t.metrics)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"tokenizer: vocab {len(tok)} ({source}) in {t_train:.1f} s; total {time.perf_counter() - t0:.1f} s → {t.out_dir}")
+    print(
+        f"tokenizer: vocab {len(tok)} ({source}) in {t_train:.1f} s; total {time.perf_counter() - t0:.1f} s → {t.out_dir}"
+    )
     return metrics
 
 
