@@ -158,7 +158,20 @@ def download(
     argv = _client_argv(src.registry, clients)
     _require_client(src, argv, src.registry)
     if src.registry == "pip":
-        cmd = [*argv, "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", str(dest), src.spec]
+        cmd = [
+            *argv,
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--retries",
+            "2",
+            "--timeout",
+            "20",
+            "-q",
+            "-d",
+            str(dest),
+            src.spec,
+        ]
     elif src.registry == "npm":
         cmd = [*argv, "pack", src.spec, "--silent", "--pack-destination", str(dest)]
     else:
