@@ -1,4 +1,4 @@
-"""Fixture project for CPT tests: tiny corpora with disjoint vocabularies, a word-level tokenizer, a tiny base
+"""Helpers of the CPT tests (a module, not conftest, so tests can import them by a unique name): tiny corpora with disjoint vocabularies, a word-level tokenizer, a tiny base
 model (built with `cptlaw.lm.model.build_model`, saved with `save_pretrained`) and a perplexity score file,
 all under a tmp project root."""
 
@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 WORDS = {
     "general": "the cat sat on a mat and dog ran to house by river with old man who saw bird".split(),
@@ -78,18 +77,6 @@ def write_scores(root: Path, domain: str = "medical", base: str = "xs") -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_parquet(out)
     return out
-
-
-@pytest.fixture(scope="session")
-def cpt_project(tmp_path_factory) -> Path:
-    """A project root with corpora, tokenizer, base model `xs` and medical scores (shared, read-only)."""
-    root = tmp_path_factory.mktemp("cptproj")
-    (root / "conf").mkdir()  # project_root() finds dvc.yaml + conf/
-    (root / "dvc.yaml").write_text("stages: {}\n")
-    write_corpora(root)
-    write_base(root)
-    write_scores(root)
-    return root
 
 
 def overrides(root: Path, **cpt) -> list[str]:

@@ -1,0 +1,115 @@
+"""One CPT run in-process: the MLflow schema of docs/CONTRACTS.md, the domain loss falls, skip-if-finished,
+force, and bad inputs fail with one-line errors before any run is created."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cpt_fixtures import overrides
+from hydra import compose, initialize_config_dir
+
+from cptlaw.config import CONF_DIR
+
+PARAMS = (
+    "domain regime q_lo q_hi r n_params n_tokens base_model seed profile data_version config_hash"
+).split()
+METRICS = (
+    "n_params n_tokens r q_lo q_hi ppl_mean ppl_std log_ppl_mean log_ppl_std domain_tokens general_tokens k1 k2 "
+    "tokens_per_s domain_loss general_loss domain_loss_final general_loss_final"
+).split()
+
+
+def compose_cfg(root, **cpt):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides(root, **cpt))
+
+
+def check_schema(row, history):
+    """Every param, metric and tag of the CPT-run schema is on the run."""
+    for p in PARAMS:
+        assert f"params.{p}" in row and row[f"params.{p}"] not in (None, ""), p
+    for m in METRICS:
+        assert f"metrics.{m}" in row, m
+    assert row["tags.cptlaw.stage"] == "cpt" and row["tags.cptlaw.study"] in ("dcpt", "ppl_regimes")
+    assert row["tags.cptlaw.config_hash"] == row["params.config_hash"]
+    steps = [s for s, _ in history]
+    assert steps[0] == 0 and steps == sorted(steps) and len(steps) >= 3
+    assert steps[-1] == int(row["params.n_tokens"])
+    assert row["metrics.k1"] == pytest.approx(history[0][1])
+
+
+@pytest.fixture
+def env(cpt_project, mlflow_uri, monkeypatch):
+    monkeypatch.setenv("CPTLAW_ROOT", str(cpt_project))
+    return cpt_project
+
+
+def test_run_logs_schema_lowers_domain_loss_and_skips(env, capsys):
+    from cptlaw import tracking
+    from cptlaw.stages.cpt import run
+
+    out = run(compose_cfg(env, regime="c50w40"))
+    assert out["status"] == "finished"
+    df = tracking.runs_frame(["dcpt-medical"])
+    assert len(df) == 1
+    row = df.iloc[0]
+    history = tracking.metric_history(row.run_id, "domain_loss")
+    check_schema(row, history)
+    assert row["metrics.domain_loss_final"] < row["metrics.k1"] - 0.1  # CPT lowers the domain test loss
+    assert row["metrics.k2"] > 0
+    assert (row["params.q_lo"], row["params.q_hi"]) == ("0.3", "0.7")
+    assert row["metrics.ppl_mean"] > 0 and row["metrics.log_ppl_std"] > 0
+    from mlflow import MlflowClient
+
+    arts = {a.path for a in MlflowClient().list_artifacts(row.run_id)}
+    assert {"config.yaml", "loss_curve.png"} <= arts
+
+    # the same config again: skipped; force: a second FINISHED run
+    again = run(compose_cfg(env, regime="c50w40"))
+    assert again["status"] == "skipped" and again["run_id"] == row.run_id
+    assert f"skip: finished as run {row.run_id}" in capsys.readouterr().out
+    assert run(compose_cfg(env, regime="c50w40", force=True))["status"] == "finished"
+    assert len(tracking.runs_frame(["dcpt-medical"])) == 2
+
+
+@pytest.mark.parametrize(
+    ("cpt", "message"),
+    [
+        ({"r": 1.3}, r"`cpt.r` must be in \[0, 1\], got 1.3"),
+        ({"regime": "hot"}, "unknown `cpt.regime` 'hot'"),
+        ({"domain": "astrology"}, "unknown domain 'astrology'"),
+        ({"base": "huge"}, "base model .*huge does not exist"),
+        ({"domain": "code", "regime": "c50w20"}, "needs perplexity scores"),
+        ({"n_tokens": 10**7, "on_short_data": "error"}, "needs .* tokens but holds"),
+        ({"lr_factor": 2.0}, "re-warming"),
+    ],
+)
+def test_bad_inputs_raise_before_any_run(env, mlflow_uri, cpt, message):
+    from cptlaw.stages.cpt import _errors, run
+
+    with pytest.raises(_errors(), match=message):
+        run(compose_cfg(env, **cpt))
+    if Path(mlflow_uri[len("sqlite:///") :]).exists():  # only the data check comes after the skip check
+        from cptlaw import tracking
+
+        assert tracking.runs_frame(["dcpt-medical"], finished_only=False).empty
+
+
+@pytest.mark.slow
+def test_bad_input_cli_one_line_no_traceback(cpt_project, tmp_path):
+    env = {"CPTLAW_ROOT": str(cpt_project), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    cases = {
+        "r": ([*overrides(cpt_project, r=1.5)], {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"}),
+        "server": ([*overrides(cpt_project)], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}),
+    }
+    for name, (args, extra) in cases.items():
+        proc = subprocess.run(
+            [sys.executable, "-m", "cptlaw.stages.cpt", *args, f"hydra.run.dir={tmp_path}/run"],
+            capture_output=True, text=True, env={**env, **extra}, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 2, (name, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr + proc.stdout, name
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("cpt: error:")]
+        assert len(errors) == 1, (name, proc.stderr)
+    assert "unreachable" in errors[0]
