@@ -60,7 +60,7 @@ def test_fit_stage_end_to_end(mlflow_uri, tmp_path, monkeypatch):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[
             "profile=smoke", "domains=[medical,code]", "fit.n_starts=8", "fit.n_refine=4", "fit.n_polish=2",
-            "fit.bootstrap=4", "fit.max_holdout_groups=2", "fit.holdouts.domain=[N]", "fit.holdouts.general=[r]",
+            "fit.bootstrap=2", "fit.ppl_stats=[ppl]", "fit.holdouts.cross=[]", "fit.max_holdout_groups=2", "fit.holdouts.domain=[N]", "fit.holdouts.general=[r]",
             "fit.laws.general=[dcpt,dcpt_forgetting]", "fit.laws.ppl=[ppl_nointeraction]",
         ])  # fmt: skip
     from cptlaw.stages.fit import run
