@@ -108,11 +108,28 @@ class WindowBatches(torch.utils.data.Dataset):
         return collate_windows(self.windows, self.batches[i], self.pad_id)
 
 
+def _scored_logits(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], scored: torch.Tensor
+) -> torch.Tensor:
+    """Logits at the scored positions only. For Llama-style models the output projection (most of the FLOPs
+    of a tiny model with a 4k vocabulary) is applied to those positions alone, not to context or padding."""
+    mask = batch["attention_mask"]
+    mask = None if bool(mask.all()) else mask  # no padding: let SDPA use its causal fast path
+    if type(model).__name__ in FAST_HEAD_MODELS:
+        hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+        return model.get_output_embeddings()(hidden[scored])
+    return model(input_ids=batch["input_ids"], attention_mask=mask).logits[scored]
+
+
+# Causal LMs whose logits are exactly `lm_head(decoder(x).last_hidden_state)` (no soft-capping or scaling).
+FAST_HEAD_MODELS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
+
+
 def batch_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Summed NLL (float64, nats) of the scored targets of each row of a window batch."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     scored = batch["targets"] != IGNORE
-    nll = F.cross_entropy(logits[scored].float(), batch["targets"][scored], reduction="none")
+    logits = _scored_logits(model, batch, scored)
+    nll = F.cross_entropy(logits.float(), batch["targets"][scored], reduction="none")
     rows = torch.arange(scored.size(0), device=scored.device).unsqueeze(1).expand_as(scored)[scored]
     return torch.zeros(scored.size(0), dtype=torch.float64, device=nll.device).index_add_(
         0, rows, nll.double()
