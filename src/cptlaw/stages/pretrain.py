@@ -74,9 +74,9 @@ def pretrain_size(cfg: DictConfig, size: str, tokenizer, datamodule) -> dict:
             limit_val_batches=1.0 if eval_every else 0, val_check_interval=eval_every or None,
             check_val_every_n_epoch=None,
         )  # fmt: skip
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         trainer.fit(module, datamodule=datamodule)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         train_seconds = timer.seconds if world == 1 else wall
         n_tokens = trainer.global_step * tokens_per_step
         val = {
@@ -85,7 +85,7 @@ def pretrain_size(cfg: DictConfig, size: str, tokenizer, datamodule) -> dict:
         }
         metrics = {
             "n_params": n_params, "n_tokens": n_tokens, "tokens_per_s": n_tokens / max(train_seconds, 1e-9),
-            "train_seconds": train_seconds, "wall_seconds": wall, "final_lr": module.final_lr(),
+            "train_seconds": train_seconds, "wall_seconds": wall, "cpu_seconds": cpu, "final_lr": module.final_lr(),
             "train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))), **val,
         }  # fmt: skip
         tracking.log_metrics(metrics, step=trainer.global_step)
