@@ -74,16 +74,15 @@ def test_sword_ztext_books_without_markup_or_notes(raw_tree):
     assert osis_text("<l>a</l><l>b</l>").split() == ["a", "b"]
 
 
-def test_parse_obo_entries():
-    from conftest import OBO
-
-    entries = {e.id: e for e in parse_obo(OBO)}
+def test_parse_obo_entries(raw_tree):
+    obo = (raw_tree / "hpo" / "hp.obo").read_text()
+    entries = {e.id: e for e in parse_obo(obo)}
     assert "HP:0009999" not in entries  # obsolete
     assert "HP:0008888" not in entries  # bare name
     assert entries["HP:0000234"].text == 'Abnormality of the head: An abnormality of the "head".'
     assert entries["HP:0001250"].parents == ("HP:0000707",)
     assert "HP:0000001" in entries  # comment only
-    assert "HP:0000001" not in {e.id for e in parse_obo(OBO, require_def=True)}
+    assert "HP:0000001" not in {e.id for e in parse_obo(obo, require_def=True)}
 
 
 def test_obo_packs_by_branch(raw_tree):
