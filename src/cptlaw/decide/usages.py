@@ -1,0 +1,234 @@
+"""The three D-CPT usages (Que et al. 2024, sec. 4) per domain, with run-bootstrap CIs, and the
+leave-one-domain-out table of the cross-domain law.
+
+Usage 1 (trade-off) uses the general law, usages 2 and 3 the domain law (`cptlaw.laws.decide`). The CIs come
+from `cptlaw.laws.bootstrap` over whole runs of the fitting table, with each usage as a derived quantity, so
+an interval reflects how much the decision moves when the runs that fixed the law are resampled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cptlaw.decide.inputs import SWEEP_HINT, DecisionError, Law, dcpt_rows, target_law
+from cptlaw.laws import (
+    FitError,
+    LawInputError,
+    bootstrap,
+    compare_forms,
+    compute_optimal,
+    max_domain_share,
+    optimal_share_limited_data,
+)
+
+
+@dataclass
+class Setting:
+    """Where the usages are evaluated (null config values are filled from the runs)."""
+
+    n_params: float  # N (non-embedding parameters)
+    n_tokens: float  # D for usage 1
+    domain_tokens: float  # D_d for usage 2
+    compute: float  # C = 6 N D for usage 3
+    lg0: float  # base model's general loss at N (step 0 of the runs)
+    notes: list[str]
+
+
+def setting(rows: pd.DataFrame, c: Any) -> Setting:
+    notes = []
+    n_obs = np.unique(rows["N"].to_numpy(float))
+    n = float(c.n_params) if c.get("n_params") else float(n_obs.max())
+    d = float(c.n_tokens) if c.get("n_tokens") else float(rows["D"].max())
+    dd = float(c.domain_tokens) if c.get("domain_tokens") else 0.5 * float(rows["D"].max())
+    comp = float(c.compute) if c.get("compute") else 6.0 * n * d
+    near = n_obs[np.argmin(np.abs(np.log(n_obs) - math.log(n)))]
+    base = rows.loc[rows["N"] == near, "general_loss_base"].to_numpy(float)
+    base = base[np.isfinite(base)]
+    if near != n:
+        notes.append(f"Lg0 taken from the runs at the nearest observed N={near:.3g} (asked N={n:.3g})")
+    if n > n_obs.max() * 1.01 or d > rows["D"].max() * 1.01:
+        notes.append(f"extrapolation: N={n:.3g}, D={d:.3g} beyond the largest run (N={n_obs.max():.3g}, D={rows['D'].max():.3g})")
+    return Setting(n, d, dd, comp, float(np.mean(base)) if base.size else float("nan"), notes)
+
+
+def _xy(rows: pd.DataFrame, kind: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    r = rows["r"].to_numpy(float)
+    X = {"N": rows["N"].to_numpy(float), "D": rows["D"].to_numpy(float), "r": r if kind == "domain" else 1.0 - r}
+    y = rows[f"{kind}_loss"].to_numpy(float)
+    return X, y, rows["run_id"].to_numpy(str)
+
+
+def _boot(law: Law, rows: pd.DataFrame, kind: str, derived: dict, c: Any, seed: int) -> dict[str, Any] | None:
+    n_runs = rows["run_id"].nunique()
+    if int(c.bootstrap) <= 0:
+        return None
+    if n_runs < 3:
+        return {"error": f"{n_runs} runs: too few to bootstrap (need >= 3)"}
+    X, y, groups = _xy(rows, kind)
+    bs = bootstrap(law.form, X, y, groups, n_boot=int(c.bootstrap), level=float(c.ci_level), seed=seed,
+                   base=SimpleNamespace(params=law.params), derived=derived, n_starts=int(c.bootstrap_starts),
+                   n_refine=2, n_polish=1, maxiter=int(c.bootstrap_maxiter))  # fmt: skip
+    out = bs.to_dict()
+    out["mean"] = {k: float(np.mean(v)) for k, v in bs.samples.items() if v.size and k in derived}
+    return out
+
+
+def _only(boot: dict | None, keys: tuple[str, ...]) -> dict | None:
+    """The bootstrap record restricted to one usage's derived quantities (the parameter CIs are in fits.json)."""
+    if not boot or "ci" not in boot:
+        return boot
+    sub = {k: v for k, v in boot.items() if k not in ("ci", "median", "mean")}
+    return sub | {s: {k: v for k, v in boot.get(s, {}).items() if k in keys} for s in ("ci", "median", "mean")}
+
+
+def _ci(boot: dict | None, key: str) -> list[float] | None:
+    return None if not boot or "ci" not in boot or key not in boot["ci"] else boot["ci"][key]
+
+
+def usage_tradeoff(lg: Law, rows: pd.DataFrame, s: Setting, c: Any, seed: int) -> dict[str, Any]:
+    """Usage 1: largest domain share whose general-loss rise over Lg0 stays <= T."""
+    t = float(c.tolerance)
+    out: dict[str, Any] = {"law": lg.name, "law_choice": lg.choice, "tolerance": t, "n_params": s.n_params,
+                           "n_tokens": s.n_tokens, "general_loss_base": s.lg0}  # fmt: skip
+    if not np.isfinite(s.lg0):
+        out["error"] = "the runs hold no base general loss (general_loss at step 0): re-run the dcpt sweep"
+        return out
+    dec = max_domain_share(lg.form, lg.params, s.n_params, s.n_tokens, s.lg0, t)
+    out |= {"status": dec.status, "rise": dec.rise, "general_loss": dec.general_loss}
+    out["r_domain"] = None if dec.status == "infeasible" else dec.r_domain
+    if dec.status == "infeasible":
+        out["message"] = (
+            f"no domain share satisfies T={t:.1%}: even r_d=0 raises the general loss by {dec.rise:.1%} "
+            f"at N={s.n_params:.3g}, D={s.n_tokens:.3g} (CPT on general text alone moves it); raise "
+            f"`recommend.tolerance` or evaluate at a smaller D"
+        )
+    elif dec.status == "unconstrained":
+        out["message"] = f"r_d=1 (pure domain CPT) stays within T={t:.1%}: the trade-off does not bind"
+
+    def share(p):
+        return max_domain_share(lg.form, p, s.n_params, s.n_tokens, s.lg0, t).r_domain
+
+    def binding(p):
+        return float(max_domain_share(lg.form, p, s.n_params, s.n_tokens, s.lg0, t).status == "binding")
+
+    boot = _boot(lg, rows, "general", {"r_domain": share, "binding": binding}, c, seed)
+    out["bootstrap"] = _only(boot, ("r_domain", "binding"))
+    out["ci"] = _ci(boot, "r_domain")
+    return out
+
+
+def usage_limited_data(ld: Law, rows: pd.DataFrame, s: Setting, c: Any, boot: dict | None) -> dict[str, Any]:
+    """Usage 2: optimal domain share when only D_d domain tokens exist (D = D_d / r)."""
+    r_min = float(c.r_min)
+    dec = optimal_share_limited_data(ld.form, ld.params, s.n_params, s.domain_tokens, r_min=r_min)
+    out: dict[str, Any] = {
+        "law": ld.name, "law_choice": ld.choice, "n_params": s.n_params, "domain_tokens": s.domain_tokens,
+        "r_domain": dec.r_domain, "total_tokens": dec.total_tokens, "domain_loss": dec.domain_loss,
+        "on_boundary": dec.on_boundary, "extrapolation_factor": dec.total_tokens / float(rows["D"].max()),
+    }  # fmt: skip
+    if dec.on_boundary:
+        edge = "r_d = 1 (use only domain data)" if dec.r_domain > 0.5 else f"the search limit r_min={r_min}"
+        out["message"] = (
+            f"boundary optimum at {edge}: the fitted domain law has no interior optimum at D_d={s.domain_tokens:.3g}; "
+            f"add runs at small r (e.g. 0.05-0.2) and several D to resolve it"
+        )
+    out["bootstrap"] = _only(boot, ("limited_r_domain", "limited_on_boundary"))
+    out["ci"] = _ci(boot, "limited_r_domain")
+    return out
+
+
+def usage_compute(ld: Law, rows: pd.DataFrame, s: Setting, r: float, boot: dict | None) -> dict[str, Any]:
+    """Usage 3: loss-optimal (N, D) at fixed compute C = 6ND and fixed domain share r (domain law)."""
+    out: dict[str, Any] = {"law": ld.name, "law_choice": ld.choice, "compute": s.compute, "r_domain": r}
+    try:
+        a = compute_optimal(ld.form, ld.params, s.compute, r)
+    except LawInputError as exc:
+        out["error"] = str(exc)
+        return out
+    out |= {"n_params": a.n_params, "n_tokens": a.n_tokens, "domain_loss": a.loss,
+            "tokens_per_param": a.n_tokens / a.n_params}  # fmt: skip
+    n_obs = rows["N"].to_numpy(float)
+    if not n_obs.min() <= a.n_params <= n_obs.max():
+        out["message"] = (
+            f"N*={a.n_params:.3g} lies outside the model sizes run ({n_obs.min():.3g}-{n_obs.max():.3g}): "
+            f"an extrapolation of the N term"
+        )
+    out["bootstrap"] = _only(boot, ("compute_n_params", "compute_n_tokens"))
+    out["ci"] = {"n_params": _ci(boot, "compute_n_params"), "n_tokens": _ci(boot, "compute_n_tokens")}
+    return out
+
+
+def domain_usages(
+    fits: dict, table: pd.DataFrame, domain: str, c: Any, seed: int
+) -> tuple[dict[str, Any], tuple[Law, Law, Setting]]:
+    """All three usages of one domain (record, (general law, domain law, setting) for the plots).
+
+    Raises `DecisionError` when the domain's laws or runs are missing."""
+    rows = dcpt_rows(table, domain, float(c.min_d_tokens))
+    if rows.empty:
+        raise DecisionError(f"no dcpt runs of domain `{domain}` in the fitting table: {SWEEP_HINT['domain'].format(d=domain)}")
+    lg = target_law(fits, f"general_{domain}", str(c.law_choice))
+    ld = target_law(fits, f"domain_{domain}", str(c.law_choice), exclude=("dcpt_forgetting",))
+    s = setting(rows, c)
+    out: dict[str, Any] = {"domain": domain, "n_runs": int(rows["run_id"].nunique()), "notes": s.notes}
+    out["tradeoff"] = usage_tradeoff(lg, rows, s, c, seed)
+    r3 = c.get("compute_r")
+    if r3 is None:
+        r3 = out["tradeoff"].get("r_domain") or 0.5
+    r3, r_min = max(float(r3), 1e-3), float(c.r_min)
+
+    def _limited(p):
+        return optimal_share_limited_data(ld.form, p, s.n_params, s.domain_tokens, r_min)
+
+    def _alloc(p, key):
+        try:
+            return getattr(compute_optimal(ld.form, p, s.compute, r3), key)
+        except LawInputError:
+            return float("nan")
+
+    fn = {
+        "limited_r_domain": lambda p: _limited(p).r_domain,
+        "limited_on_boundary": lambda p: float(_limited(p).on_boundary),
+        "compute_n_params": lambda p: _alloc(p, "n_params"),
+        "compute_n_tokens": lambda p: _alloc(p, "n_tokens"),
+    }
+    boot = _boot(ld, rows, "domain", fn, c, seed)
+    out["limited_data"] = usage_limited_data(ld, rows, s, c, boot)
+    out["compute"] = usage_compute(ld, rows, s, r3, boot)
+    return out, (lg, ld, s)
+
+
+def cross_domain_table(fits: dict, table: pd.DataFrame, fit_kwargs: dict) -> dict[str, Any]:
+    """Leave-one-domain-out errors of the cross-domain law: fit on the other domains, predict the held-out
+    domain from its k1, k2 alone. Reuses the fit stage's comparison when it holds a `domain` split."""
+    tg = fits["targets"].get("cross")
+    if tg is None or not tg.get("fits"):
+        why = "; ".join(f"{k}: {v}" for k, v in (tg or {}).get("skipped", {}).items()) or "not fitted"
+        return {"rows": [], "message": f"no cross-domain law ({why}): {SWEEP_HINT['cross']}"}
+    rows = [r for r in (tg.get("comparison") or {}).get("rows", []) if r["split"] == "domain"]
+    source = "fit stage comparison"
+    if not rows:
+        t = table[table["study"] == "dcpt"] if "study" in table.columns else table
+        t = t[np.isfinite(t["k1"]) & np.isfinite(t["k2"]) & np.isfinite(t["domain_loss"])]
+        if t["domain"].nunique() < 3:
+            return {"rows": [], "message": f"leave-one-domain-out needs >= 3 domains with k1, k2 (have "
+                                           f"{t['domain'].nunique()}): {SWEEP_HINT['cross']}"}  # fmt: skip
+        X = {k: t[k].to_numpy(float) for k in ("N", "D", "r", "k1", "k2")} | {"domain": t["domain"].to_numpy(str)}
+        try:
+            rows = compare_forms(list(tg["fits"]), X, t["domain_loss"].to_numpy(float), ["domain"], **fit_kwargs).rows
+        except (FitError, LawInputError) as exc:
+            return {"rows": [], "message": f"leave-one-domain-out failed: {exc}"}
+        source = "recomputed"
+    out = []
+    for r in rows:
+        own = fits["targets"].get(f"domain_{r['held_out']}", {}).get("fits", {})
+        own_rmse = next(iter(own.values()))["rmse"] if own else None
+        out.append({k: r.get(k) for k in ("form", "held_out", "n_train", "n_test", "rmse", "mape", "r2", "error")}
+                   | {"own_fit_rmse": own_rmse})  # fmt: skip
+    return {"rows": out, "source": source}
