@@ -80,10 +80,14 @@ def write_scores(root: Path, domain: str = "medical", base: str = "xs") -> Path:
 
 
 def overrides(root: Path, **cpt) -> list[str]:
-    """Hydra overrides for a fast smoke CPT run in the fixture project."""
+    """Hydra overrides for a fast smoke CPT run in the fixture project (a key set to None is left out)."""
     base = {
         "domain": "medical", "base": "xs", "n_tokens": 1280, "batch_size": 4, "eval_sequences": 4,
         "eval_points": 3, "probe_tokens": 128, "log_every_n_steps": 5, "trainer.enable_progress_bar": False,
     }  # fmt: skip
     base.update(cpt)
-    return [f"paths.root={root}", "profile=smoke", *[f"cpt.{k}={v}" for k, v in base.items()]]
+    return [
+        f"paths.root={root}",
+        "profile=smoke",
+        *[f"cpt.{k}={v}" for k, v in base.items() if v is not None],
+    ]

@@ -32,8 +32,9 @@ from cptlaw.data.mixture import CPTDataModule
 from cptlaw.lm.module import CausalLMModule, mean_token_loss
 
 
-class InjectedFailure(KeyboardInterrupt):
-    """Raised by `cpt.fail_job` (tests of resumable sweeps): behaves like Ctrl-C, so the sweep stops."""
+class InjectedFailure(BaseException):
+    """Raised by `cpt.fail_job` (tests of resumable sweeps). Not an `Exception`, so, like a kill, it stops the
+    whole multirun (Hydra's job runner only catches `Exception`) instead of failing one cell."""
 
 
 def eval_points(n_tokens: int, n_points: int, probe_tokens: int, tokens_per_step: int) -> list[int]:

@@ -1,0 +1,108 @@
+"""A team set-up: a real `mlflow server` (SQLite backend, served artifacts) on 127.0.0.1; a smoke CPT run
+tracked over HTTP and read back through the REST API. The server is stopped by its PID."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from cpt_fixtures import overrides
+from hydra import compose, initialize_config_dir
+
+from cptlaw.config import CONF_DIR
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, payload: dict | None = None) -> dict:
+    req = urllib.request.Request(
+        url,
+        data=None if payload is None else json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read() or b"{}")
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen(
+        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((tmp_path / "server.log").read_text()[-2000:]) from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_cpt_run_tracked_on_http_server(cpt_project, mlflow_server, monkeypatch):
+    from cptlaw.stages.cpt import run
+
+    monkeypatch.setenv("CPTLAW_ROOT", str(cpt_project))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides(cpt_project, r=0.5, seed=7))
+    assert cfg.tracking.uri == mlflow_server
+    out = run(cfg)
+    assert out["status"] == "finished"
+
+    api = mlflow_server + "/api/2.0/mlflow"
+    exp = _get(f"{api}/experiments/get-by-name?experiment_name=dcpt-medical")["experiment"]
+    found = _get(f"{api}/runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
+    assert [r["info"]["run_id"] for r in found] == [out["run_id"]]
+    data = found[0]["data"]
+    params = {p["key"]: p["value"] for p in data["params"]}
+    metrics = {m["key"]: m["value"] for m in data["metrics"]}
+    assert found[0]["info"]["status"] == "FINISHED"
+    assert params["r"] == "0.5" and params["domain"] == "medical"
+    assert metrics["domain_loss_final"] < metrics["k1"]
+    history = _get(f"{api}/metrics/get-history?run_id={out['run_id']}&metric_key=domain_loss")["metrics"]
+    assert len(history) >= 3 and min(m["step"] for m in history) == 0
+    # the resolved config went to the server's artifact store
+    arts = _get(f"{api}/artifacts/list?run_id={out['run_id']}")["files"]
+    assert "config.yaml" in {a["path"] for a in arts}
+
+
+def test_unreachable_server_fails_before_training(cpt_project, tmp_path):
+    env = {**os.environ, "CPTLAW_ROOT": str(cpt_project), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cptlaw.stages.cpt", *overrides(cpt_project),
+         f"hydra.run.dir={tmp_path}/h"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    err = proc.stderr.strip().splitlines()
+    assert "unreachable" in err[-1] and "Traceback" not in proc.stderr
