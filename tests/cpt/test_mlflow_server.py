@@ -74,7 +74,7 @@ def test_cpt_run_tracked_on_http_server(cpt_project, mlflow_server, monkeypatch)
     monkeypatch.setenv("CPTLAW_ROOT", str(cpt_project))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides(cpt_project, r=0.5, seed=7))
+        cfg = compose("config", overrides=[*overrides(cpt_project, r=0.5), "seed=7"])
     assert cfg.tracking.uri == mlflow_server
     out = run(cfg)
     assert out["status"] == "finished"
