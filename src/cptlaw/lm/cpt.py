@@ -107,7 +107,7 @@ class EvalCallback(L.Callback):
         self.on_point(point)
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if not self.curve:
+        if not self.curve and self.domain_batches:  # no test sets: count tokens only (benchmarks)
             self._evaluate(module)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
@@ -124,7 +124,7 @@ class EvalCallback(L.Callback):
                 raise InjectedFailure("injected failure (cpt.fail_job) after the first evaluation")
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if self.curve[-1].tokens != self.tokens:
+        if self.curve and self.curve[-1].tokens != self.tokens:
             self._evaluate(module)
 
 
