@@ -150,3 +150,24 @@ def test_bad_inputs_exit_with_one_line(project, synth, stage, setup, extra, mess
 
 def test_decision_error_is_a_value_error():
     assert issubclass(DecisionError, ValueError)
+
+
+def test_report_renders_after_recommend_and_select(project, synth):
+    from cptlaw.stages.recommend import run as recommend
+    from cptlaw.stages.report import run as report
+    from cptlaw.stages.select import run as select
+
+    write(project / "reports", *synth)
+    write_pool(project)
+    md_only_fits = report(cfg(project)).read_text()
+    assert "run the recommend stage" in md_only_fits and "run the select stage" in md_only_fits
+    recommend(cfg(project, "recommend.bootstrap=3"))
+    select(cfg(project, "select.n_tokens=60000"))
+    md = report(cfg(project)).read_text()
+    assert "## Fits" in md and "| domain_medical | dcpt" in md
+    assert "## Decisions" in md and "| medical |" in md and "binding" in md
+    assert "plots/recommend/medical_usages.png" in md and "plots/select/medical_landscape.png" in md
+    assert "DOS selected" in md and "not run" in md and "## Diagnostics" in md
+    from cptlaw import tracking
+
+    assert len(tracking.runs_frame(["report"])) == 2

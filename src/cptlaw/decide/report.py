@@ -1,0 +1,148 @@
+"""`reports/report.md`: the fits, the decisions with their intervals, the cross-domain table, the DOS
+validation table and honest diagnostics, rendered from the JSON outputs of fit / recommend / select / validate
+(any of the last three may be missing: the section then says which stage to run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _f(x: Any, fmt: str = ".4g") -> str:
+    if x is None:
+        return "—"
+    try:
+        return format(float(x), fmt)
+    except (TypeError, ValueError):
+        return str(x)
+
+
+def _ci(ci: Any, fmt: str = ".3g") -> str:
+    return f"[{_f(ci[0], fmt)}, {_f(ci[1], fmt)}]" if ci else "—"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(str(c) for c in r) + " |" for r in rows
+    ]
+
+
+def _img(path: Path, rel_to: Path, alt: str) -> list[str]:
+    return [f"![{alt}]({path.relative_to(rel_to).as_posix()})", ""] if path.is_file() else []
+
+
+def fits_section(fits: dict, reports: Path, min_runs_warn: int) -> tuple[list[str], list[str]]:
+    """(lines, diagnostics) of the fits: per target the laws' R2/Huber, held-out errors, best form."""
+    lines = ["## Fits", "", f"{fits.get('n_source_runs', '?')} finished source runs.", ""]
+    diags = []
+    rows = []
+    for name, tg in fits["targets"].items():
+        cmp_ = tg.get("comparison") or {}
+        held = {}
+        for s in cmp_.get("summary", []):
+            held.setdefault(s["form"], []).append(f"{s['split']}: R² {_f(s['r2'], '.3f')}, MAPE {_f(100 * s['mape'], '.2f')}%")
+        for law, f in tg.get("fits", {}).items():
+            best = " (best held-out)" if cmp_.get("best_overall") == law else ""
+            rows.append([name, law + best, tg.get("n_runs", "?"), _f(f["r2"], ".4f"), _f(f["huber"], ".3g"),
+                         "; ".join(held.get(law, [])) or "—"])  # fmt: skip
+            p = f["params"]
+            if p.get("E", 1.0) < 1e-6 and law != "dcpt_cross":
+                diags.append(f"`{name}` {law}: E → 0 (E = {_f(p['E'])}): the runs are likely in the transient phase "
+                             "(design.md); trust D-extrapolation only after longer CPT runs")  # fmt: skip
+            if "eta" in p and p["eta"] < 1e-6:
+                diags.append(f"`{name}` {law}: η → 0, the D×r coupling is not identified by these runs")
+            if f.get("at_bounds"):
+                diags.append(f"`{name}` {law}: exponents on their bound: {', '.join(f['at_bounds'])}")
+        for law, why in tg.get("skipped", {}).items():
+            rows.append([name, f"{law} (skipped)", tg.get("n_runs", "?"), "—", "—", why])
+        n_runs = tg.get("n_runs")
+        if isinstance(n_runs, int) and tg.get("fits") and n_runs < min_runs_warn:
+            diags.append(f"`{name}` is fitted on only {n_runs} runs (< {min_runs_warn}): its parameters and decisions are fragile")
+    lines += _table(["target", "law", "runs", "R² (fit)", "Huber (fit)", "held-out"], rows) + [""]
+    for p in sorted((reports / "plots" / "fit").glob("*_obs_pred.png"))[:6]:
+        lines += _img(p, reports, p.stem)
+    return lines, diags
+
+
+def recommend_section(rec: dict | None, reports: Path) -> list[str]:
+    lines = ["## Decisions (D-CPT usages)", ""]
+    if rec is None:
+        return lines + ["Not computed: run the recommend stage (`python -m cptlaw.stages.recommend`).", ""]
+    lvl = rec.get("config", {}).get("ci_level", 0.9)
+    rows = []
+    for d, r in rec["domains"].items():
+        u1, u2, u3 = r["tradeoff"], r["limited_data"], r["compute"]
+        rows.append([d, f"{_f(u1.get('r_domain'), '.3f')} {_ci(u1.get('ci'))} ({u1.get('status', u1.get('error'))})",
+                     f"{_f(u2['r_domain'], '.3f')} {_ci(u2.get('ci'))}" + (" boundary" if u2["on_boundary"] else ""),
+                     f"N* {_f(u3.get('n_params'), '.3g')} {_ci((u3.get('ci') or {}).get('n_params'))}, "
+                     f"D* {_f(u3.get('n_tokens'), '.3g')}"])  # fmt: skip
+    lines += [f"Intervals: {lvl:.0%} run-bootstrap percentile CIs (whole runs resampled, law refitted).", ""]
+    lines += _table(["domain", f"1. max r_d (T = {rec['config']['tolerance']:.0%})", "2. r_d* at fixed D_d",
+                     "3. compute-optimal (N, D)"], rows) + [""]  # fmt: skip
+    for d, r in rec["domains"].items():
+        notes = [*r.get("notes", []), *(u.get("message") for u in (r["tradeoff"], r["limited_data"], r["compute"]))]
+        lines += [f"- {d}: {m}" for m in notes if m]
+        lines += _img(reports / "plots" / "recommend" / f"{d}_usages.png", reports, f"{d} usages")
+    for d, e in rec.get("errors", {}).items():
+        lines.append(f"- {d}: not decided — {e}")
+    lines += ["", "### Cross-domain law: leave-one-domain-out", ""]
+    cd = rec.get("cross_domain", {})
+    if cd.get("rows"):
+        lines += _table(["held-out domain", "form", "test points", "RMSE", "MAPE", "R²", "own-fit RMSE"],
+                        [[r["held_out"], r["form"], r["n_test"], _f(r["rmse"]), _f(100 * r["mape"], ".2f") + "%" if r.get("mape") is not None else "—",
+                          _f(r["r2"], ".3f"), _f(r["own_fit_rmse"])] for r in cd["rows"]])  # fmt: skip
+        lines += ["", "Own-fit RMSE: the in-sample error of the domain's own D-CPT fit (a floor for the cross-domain prediction).", ""]
+        lines += _img(reports / "plots" / "recommend" / "cross_domain.png", reports, "cross-domain")
+    else:
+        lines += [cd.get("message", "no table"), ""]
+    return lines
+
+
+def validate_section(val: dict | None, selections: dict[str, dict], reports: Path) -> list[str]:
+    lines = ["## DOS selection and validation", ""]
+    for d, s in selections.items():
+        o, a = s["optimum"], s["achieved"]
+        lines.append(f"- {d}: optimum ({s['stats']}) μ̂ = {_f(o['mu'])}, σ̂ = {_f(o['sigma'])} "
+                     f"({'interior' if o['interior'] else 'on the ' + '/'.join(o['on_boundary']) + ' edge'}); DOS selected "
+                     f"{a['n_samples']} samples / {_f(a['n_tokens'], '.0f')} tokens with μ = {_f(a['mu'])}, σ = {_f(a['sigma'])}, J = {_f(a['objective_J'], '.3g')}")  # fmt: skip
+        if s.get("message"):
+            lines.append(f"  - {s['message']}")
+        lines += _img(reports / "plots" / "select" / f"{d}_landscape.png", reports, f"{d} landscape")
+    if not selections:
+        lines += ["No selection: run the select stage (`python -m cptlaw.stages.select`).", ""]
+    if val is None:
+        return lines + ["", "Validation runs: not run (`python -m cptlaw.stages.validate`).", ""]
+    for d, v in val["domains"].items():
+        lines += ["", f"### {d}: validation runs at D = {v['n_tokens']} tokens", ""]
+        lines += _table(["arm", "seeds", "domain loss", "Δ vs random", "general loss", "Δ vs random", "μ (ppl)", "σ (ppl)"],
+                        [[r["arm"], r["n_seeds"], _f(r["domain_loss"]) + (f" ± {_f(r['domain_loss_std'], '.3f')}" if r["domain_loss_std"] else ""),
+                          _f(r.get("domain_loss_vs_random"), "+.4f") + (" (below noise)" if r.get("domain_loss_below_noise") else ""),
+                          _f(r["general_loss"]), _f(r.get("general_loss_vs_random"), "+.4f") + (" (below noise)" if r.get("general_loss_below_noise") else ""),
+                          _f(r["ppl_mean"]), _f(r["ppl_std"])] for r in v["arms"]])  # fmt: skip
+        sv = v.get("saving", {})
+        if sv:
+            lines += ["", f"- {sv.get('verdict', '')}"]
+            law, cur = sv.get("law") or {}, sv.get("curve") or {}
+            lines.append(f"- Data saving (tokens DOS needs to match random's loss, as a fraction of random's): from the law "
+                         f"{_f(law.get('fraction'), '.3f')}, from the eval curves {_f(cur.get('fraction'), '.3f')}"
+                         + (f" ({cur['message']})" if cur.get("message") else "")
+                         + (f"; law: {law['message']}" if law.get("message") else ""))  # fmt: skip
+        lines += [""] + _img(reports / "plots" / "validate" / f"{d}_curves.png", reports, f"{d} curves")
+    return lines
+
+
+def render(fits: dict, rec: dict | None, selections: dict[str, dict], val: dict | None, reports: Path,
+           provenance: dict[str, Any], min_runs_warn: int) -> str:  # fmt: skip
+    fl, diags = fits_section(fits, reports, min_runs_warn)
+    for s in selections.values():
+        if not s["optimum"]["interior"]:
+            diags.append(f"{s['domain']}: the perplexity optimum is on the landscape boundary — {s.get('message', '')}")
+    for d, v in (val or {}).get("domains", {}).items():
+        if any(r["n_seeds"] < 2 for r in v["arms"]):
+            diags.append(f"{d}: validation arms ran with < 2 seeds; differences are judged against the assumed seed "
+                         f"noise {v['arms'][0]['noise_threshold']:.3f} nats (design.md), not a measured one")  # fmt: skip
+    lines = ["# cptlaw report", "",
+             " · ".join(f"{k}: `{v}`" for k, v in provenance.items()), ""]  # fmt: skip
+    lines += fl + recommend_section(rec, reports) + validate_section(val, selections, reports)
+    lines += ["", "## Diagnostics", ""] + ([f"- {d}" for d in diags] or ["- none"]) + [""]
+    return "\n".join(lines)
