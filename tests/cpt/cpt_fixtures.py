@@ -83,7 +83,7 @@ def overrides(root: Path, **cpt) -> list[str]:
     """Hydra overrides for a fast smoke CPT run in the fixture project (a key set to None is left out)."""
     base = {
         "domain": "medical", "base": "xs", "n_tokens": 1280, "batch_size": 4, "eval_sequences": 4,
-        "eval_points": 3, "probe_tokens": 128, "log_every_n_steps": 5, "trainer.enable_progress_bar": False,
+        "eval_points": 3, "probe_tokens": 128, "log_every_n_steps": 5, "trainer.enable_progress_bar": False, "scores_base": "null",
     }  # fmt: skip
     base.update(cpt)
     return [

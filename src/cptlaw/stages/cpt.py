@@ -207,8 +207,11 @@ def run(cfg: DictConfig) -> dict:
         "base_dir": str(p.base_dir), "ids_file": regime.ids_path or "",
     }  # fmt: skip
     tags = {"cptlaw.stage": "cpt", "cptlaw.study": c.study, "cptlaw.git_rev": _git_rev()}
-    if mixture.warnings:
-        tags["cptlaw.warning"] = "; ".join(mixture.warnings)
+    warnings = list(mixture.warnings)
+    if p.scores_path is None:
+        warnings.append(f"no perplexity scores for base {c.scores_base or p.base_id}: ppl metrics are NaN")
+    if warnings:
+        tags["cptlaw.warning"] = "; ".join(warnings)
         print(f"[cpt] warning: {tags['cptlaw.warning']}")
     run_name = f"{c.domain}-{p.base_id}-{regime.name}-r{float(c.r):g}-D{mixture.n_tokens}-s{cfg.seed}"
     torch.manual_seed(int(cfg.seed))
