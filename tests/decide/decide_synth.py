@@ -59,7 +59,12 @@ def fits_json(table: pd.DataFrame, ppl_law: str = "ppl", exact_ppl: bool = True)
             res = fit("dcpt", X, t[f"{kind}_loss"].to_numpy(), **kw)
             targets[f"{kind}_{d}"] = {"kind": kind, "domain": d, "n_points": len(t), "n_runs": t["run_id"].nunique(),
                                       "fits": {"dcpt": res.to_dict()}, "skipped": {}}  # fmt: skip
-    targets["cross"] = {"kind": "cross", "domain": None, "fits": {}, "skipped": {"dcpt_cross": "fewer than 3 domains"}}
+    targets["cross"] = {
+        "kind": "cross",
+        "domain": None,
+        "fits": {},
+        "skipped": {"dcpt_cross": "fewer than 3 domains"},
+    }
     pp = table[table["study"] == "ppl_regimes"]
     for d in pp["domain"].unique():
         t = pp[pp["domain"] == d]

@@ -59,7 +59,12 @@ def test_recommend_recovers_known_usages(project, synth):
     assert "no cross-domain law" in out["cross_domain"]["message"]
     written = json.loads((project / "reports" / "recommend.json").read_text())
     assert set(written["domains"]) == {"medical", "code"}
-    assert json.loads((project / "reports" / "metrics" / "recommend.json").read_text())["code"]["limited_r_domain"] > 0
+    assert (
+        json.loads((project / "reports" / "metrics" / "recommend.json").read_text())["code"][
+            "limited_r_domain"
+        ]
+        > 0
+    )
     assert (project / "reports" / "plots" / "recommend" / "medical_usages.png").is_file()
     from cptlaw import tracking
 
@@ -101,7 +106,9 @@ def test_select_hits_the_known_optimum(project, synth):
     assert sorted(pos) == sorted(chosen)  # the CPT stage accepts the ids file
     sel = json.loads((project / "data" / "selected" / "medical" / "selection.json").read_text())
     assert sel["budget_tokens"] == 60000 and "message" not in sel
-    assert json.loads((project / "reports" / "metrics" / "select.json").read_text())["medical"]["interior"] == 1
+    assert (
+        json.loads((project / "reports" / "metrics" / "select.json").read_text())["medical"]["interior"] == 1
+    )
 
 
 def test_select_boundary_optimum_is_soft(project, synth, capsys):
@@ -109,7 +116,12 @@ def test_select_boundary_optimum_is_soft(project, synth, capsys):
 
     table, fits = synth
     fits = json.loads(json.dumps(fits, default=float))
-    fits["targets"]["ppl_medical"]["fits"]["ppl"]["params"] |= {"alpha1": 0.0, "beta1": 0.0, "alpha0": 0.5, "beta0": 0.2}
+    fits["targets"]["ppl_medical"]["fits"]["ppl"]["params"] |= {
+        "alpha1": 0.0,
+        "beta1": 0.0,
+        "alpha0": 0.5,
+        "beta0": 0.2,
+    }
     write(project / "reports", table, fits)
     write_pool(project)
     out = run(cfg(project, "select.n_tokens=60000"))["domains"]["medical"]
@@ -134,7 +146,10 @@ def test_bad_inputs_exit_with_one_line(project, synth, stage, setup, extra, mess
     fits = json.loads(json.dumps(fits, default=float))
     if setup != "none":
         if setup == "noppl":
-            fits["targets"]["ppl_medical"] = {"fits": {}, "skipped": {"ppl": "fewer than 3 distinct (mu, sigma) regimes"}}
+            fits["targets"]["ppl_medical"] = {
+                "fits": {},
+                "skipped": {"ppl": "fewer than 3 distinct (mu, sigma) regimes"},
+            }
         if setup == "nodomain":
             fits["targets"] = {}
         write(project / "reports", table, fits)

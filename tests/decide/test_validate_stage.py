@@ -36,7 +36,7 @@ def fixture_project(project):
 def compose_cfg(root, *extra):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         over = [o for o in overrides(root) if not o.startswith(("cpt.n_tokens", "cpt.eval_points"))]
-        return compose("config", overrides=[*over, "cpt.sweeps.ppl_regimes.domains=[medical]", "cpt.base=xs",
+        return compose("config", overrides=[*over, "cpt.sweeps.ppl_regimes.domains=[medical]", "cpt.base=xs", "select.base=xs",
                                             "select.n_tokens=640", "validate.eval_points=3", *extra])  # fmt: skip
 
 
@@ -60,7 +60,12 @@ def test_validate_compares_arms_and_is_idempotent(fixture_project, capsys):
     runs = tracking.runs_frame(["validate-medical"])
     cpt_runs = runs[runs["tags.cptlaw.stage"] == "cpt"]
     assert len(cpt_runs) == 5 and set(cpt_runs["tags.cptlaw.study"]) == {"validate"}
-    assert json.loads((fixture_project / "reports" / "metrics" / "validate.json").read_text())["medical"]["dos"]["domain_loss"] > 0
+    assert (
+        json.loads((fixture_project / "reports" / "metrics" / "validate.json").read_text())["medical"]["dos"][
+            "domain_loss"
+        ]
+        > 0
+    )
     # a second run trains nothing new (config hash), and the report renders the table
     validate(compose_cfg(fixture_project))
     assert capsys.readouterr().out.count("skip: finished as run") == 5

@@ -50,13 +50,17 @@ def load_fits(path: str | Path) -> dict[str, Any]:
     try:
         fits = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise DecisionError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}): re-run the fit stage")
+        raise DecisionError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}): re-run the fit stage"
+        ) from None
     if not isinstance(fits.get("targets"), dict):
         raise DecisionError(f"{path} has no `targets` section: re-run the fit stage")
     return fits
 
 
-def target_law(fits: dict[str, Any], target: str, choice: str = "primary", exclude: tuple[str, ...] = ()) -> Law:
+def target_law(
+    fits: dict[str, Any], target: str, choice: str = "primary", exclude: tuple[str, ...] = ()
+) -> Law:
     """The law of `target` to decide with: the primary (first configured) law or the best held-out one.
 
     `exclude`: law names unusable for this decision (e.g. forms without a closed-form optimum).
@@ -69,11 +73,15 @@ def target_law(fits: dict[str, Any], target: str, choice: str = "primary", exclu
     domain = target.split("_")[-1]
     hint = SWEEP_HINT.get(kind, "the CPT sweeps").format(d=domain)
     if tg is None:
-        raise DecisionError(f"fits.json has no target `{target}`: add the runs ({hint}) and re-run the fit stage")
+        raise DecisionError(
+            f"fits.json has no target `{target}`: add the runs ({hint}) and re-run the fit stage"
+        )
     fitted = {k: v for k, v in tg.get("fits", {}).items() if k not in exclude}
     if not fitted:
         why = "; ".join(f"{k}: {v}" for k, v in tg.get("skipped", {}).items()) or "no law fitted"
-        raise DecisionError(f"no usable law for `{target}` ({why}): add runs ({hint}) and re-run the fit stage")
+        raise DecisionError(
+            f"no usable law for `{target}` ({why}): add runs ({hint}) and re-run the fit stage"
+        )
     name, how = next(iter(fitted)), "primary"
     best = (tg.get("comparison") or {}).get("best_overall")
     if choice == "best" and best in fitted:

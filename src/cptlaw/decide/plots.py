@@ -33,7 +33,9 @@ def usages(domain: str, rec: dict[str, Any], lg: Any, ld: Any, s: Any, path: Pat
     u1 = rec["tradeoff"]
     ax = axes[0]
     if np.isfinite(s.lg0):
-        lgv = lg.form.predict(lg.params, {"N": np.full_like(rd, s.n_params), "D": np.full_like(rd, s.n_tokens), "r": 1 - rd})
+        lgv = lg.form.predict(
+            lg.params, {"N": np.full_like(rd, s.n_params), "D": np.full_like(rd, s.n_tokens), "r": 1 - rd}
+        )
         ax.plot(rd, (lgv - s.lg0) / s.lg0 * 100, label=f"{lg.name}")
         ax.axhline(u1["tolerance"] * 100, color="k", ls="--", lw=1, label="tolerance T")
         if u1.get("r_domain") is not None:
@@ -47,7 +49,11 @@ def usages(domain: str, rec: dict[str, Any], lg: Any, ld: Any, s: Any, path: Pat
     rr = np.geomspace(1e-2, 1, 200)
     ldv = ld.form.predict(ld.params, {"N": np.full_like(rr, s.n_params), "D": s.domain_tokens / rr, "r": rr})
     ax.plot(rr, ldv, label=ld.name)
-    ax.axvline(u2["r_domain"], color="C1", label=f"r_d* = {u2['r_domain']:.2f}" + (" (boundary)" if u2["on_boundary"] else ""))
+    ax.axvline(
+        u2["r_domain"],
+        color="C1",
+        label=f"r_d* = {u2['r_domain']:.2f}" + (" (boundary)" if u2["on_boundary"] else ""),
+    )
     _band(ax, u2.get("ci"))
     ax.set(xscale="log", xlabel="domain share r_d (D = D_d / r_d)", ylabel="predicted domain loss (nats)",
            title=f"usage 2: D_d = {s.domain_tokens:.2g} domain tokens")  # fmt: skip
@@ -56,7 +62,9 @@ def usages(domain: str, rec: dict[str, Any], lg: Any, ld: Any, s: Any, path: Pat
     ax = axes[2]
     if "n_params" in u3:
         nn = np.geomspace(u3["n_params"] / 30, u3["n_params"] * 30, 200)
-        lv = ld.form.predict(ld.params, {"N": nn, "D": s.compute / (6 * nn), "r": np.full_like(nn, u3["r_domain"])})
+        lv = ld.form.predict(
+            ld.params, {"N": nn, "D": s.compute / (6 * nn), "r": np.full_like(nn, u3["r_domain"])}
+        )
         ax.plot(nn, lv, label=f"C = {s.compute:.2g} FLOPs")
         ax.axvline(u3["n_params"], color="C1", label=f"N* = {u3['n_params']:.2g}")
         _band(ax, (u3.get("ci") or {}).get("n_params"))
@@ -83,7 +91,9 @@ def landscape(values: np.ndarray, chosen: np.ndarray, mu_hat: float, sigma_hat: 
     ax.hist(values, bins=bins, alpha=0.4, label="pool", density=True)
     ax.hist(values[chosen], bins=bins, alpha=0.6, label="DOS selection", density=True)
     ax.axvline(mu_hat, color="r", label=f"target mu = {mu_hat:.3g}")
-    ax.axvspan(mu_hat - sigma_hat, mu_hat + sigma_hat, color="r", alpha=0.08, label=f"target sigma = {sigma_hat:.3g}")
+    ax.axvspan(
+        mu_hat - sigma_hat, mu_hat + sigma_hat, color="r", alpha=0.08, label=f"target sigma = {sigma_hat:.3g}"
+    )
     ax.set(xlabel=stat, ylabel="density", title=title)
     ax.legend(fontsize=7)
     return _save(fig, path)

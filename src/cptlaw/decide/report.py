@@ -40,7 +40,9 @@ def fits_section(fits: dict, reports: Path, min_runs_warn: int) -> tuple[list[st
         cmp_ = tg.get("comparison") or {}
         held = {}
         for s in cmp_.get("summary", []):
-            held.setdefault(s["form"], []).append(f"{s['split']}: R² {_f(s['r2'], '.3f')}, MAPE {_f(100 * s['mape'], '.2f')}%")
+            held.setdefault(s["form"], []).append(
+                f"{s['split']}: R² {_f(s['r2'], '.3f')}, MAPE {_f(100 * s['mape'], '.2f')}%"
+            )
         for law, f in tg.get("fits", {}).items():
             best = " (best held-out)" if cmp_.get("best_overall") == law else ""
             rows.append([name, law + best, tg.get("n_runs", "?"), _f(f["r2"], ".4f"), _f(f["huber"], ".3g"),
@@ -57,7 +59,9 @@ def fits_section(fits: dict, reports: Path, min_runs_warn: int) -> tuple[list[st
             rows.append([name, f"{law} (skipped)", tg.get("n_runs", "?"), "—", "—", why])
         n_runs = tg.get("n_runs")
         if isinstance(n_runs, int) and tg.get("fits") and n_runs < min_runs_warn:
-            diags.append(f"`{name}` is fitted on only {n_runs} runs (< {min_runs_warn}): its parameters and decisions are fragile")
+            diags.append(
+                f"`{name}` is fitted on only {n_runs} runs (< {min_runs_warn}): its parameters and decisions are fragile"
+            )
     lines += _table(["target", "law", "runs", "R² (fit)", "Huber (fit)", "held-out"], rows) + [""]
     for p in sorted((reports / "plots" / "fit").glob("*_obs_pred.png"))[:6]:
         lines += _img(p, reports, p.stem)
@@ -80,7 +84,10 @@ def recommend_section(rec: dict | None, reports: Path) -> list[str]:
     lines += _table(["domain", f"1. max r_d (T = {rec['config']['tolerance']:.0%})", "2. r_d* at fixed D_d",
                      "3. compute-optimal (N, D)"], rows) + [""]  # fmt: skip
     for d, r in rec["domains"].items():
-        notes = [*r.get("notes", []), *(u.get("message") for u in (r["tradeoff"], r["limited_data"], r["compute"]))]
+        notes = [
+            *r.get("notes", []),
+            *(u.get("message") for u in (r["tradeoff"], r["limited_data"], r["compute"])),
+        ]
         lines += [f"- {d}: {m}" for m in notes if m]
         lines += _img(reports / "plots" / "recommend" / f"{d}_usages.png", reports, f"{d} usages")
     for d, e in rec.get("errors", {}).items():
@@ -91,7 +98,11 @@ def recommend_section(rec: dict | None, reports: Path) -> list[str]:
         lines += _table(["held-out domain", "form", "test points", "RMSE", "MAPE", "R²", "own-fit RMSE"],
                         [[r["held_out"], r["form"], r["n_test"], _f(r["rmse"]), _f(100 * r["mape"], ".2f") + "%" if r.get("mape") is not None else "—",
                           _f(r["r2"], ".3f"), _f(r["own_fit_rmse"])] for r in cd["rows"]])  # fmt: skip
-        lines += ["", "Own-fit RMSE: the in-sample error of the domain's own D-CPT fit (a floor for the cross-domain prediction).", ""]
+        lines += [
+            "",
+            "Own-fit RMSE: the in-sample error of the domain's own D-CPT fit (a floor for the cross-domain prediction).",
+            "",
+        ]
         lines += _img(reports / "plots" / "recommend" / "cross_domain.png", reports, "cross-domain")
     else:
         lines += [cd.get("message", "no table"), ""]
@@ -136,7 +147,9 @@ def render(fits: dict, rec: dict | None, selections: dict[str, dict], val: dict 
     fl, diags = fits_section(fits, reports, min_runs_warn)
     for s in selections.values():
         if not s["optimum"]["interior"]:
-            diags.append(f"{s['domain']}: the perplexity optimum is on the landscape boundary — {s.get('message', '')}")
+            diags.append(
+                f"{s['domain']}: the perplexity optimum is on the landscape boundary — {s.get('message', '')}"
+            )
     for d, v in (val or {}).get("domains", {}).items():
         if any(r["n_seeds"] < 2 for r in v["arms"]):
             diags.append(f"{d}: validation arms ran with < 2 seeds; differences are judged against the assumed seed "

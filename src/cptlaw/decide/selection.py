@@ -39,7 +39,9 @@ def ppl_law(fits: dict, domain: str, stats: str, choice: str) -> Law:
     return target_law(fits, f"{STATS[stats][0]}_{domain}", choice)
 
 
-def select_domain(fits: dict, table: pd.DataFrame, pool: pd.DataFrame, domain: str, c: Any) -> tuple[dict, np.ndarray]:
+def select_domain(
+    fits: dict, table: pd.DataFrame, pool: pd.DataFrame, domain: str, c: Any
+) -> tuple[dict, np.ndarray]:
     """(selection record, chosen pool positions) for one domain; `DecisionError` on hard problems."""
     stats = str(c.stats)
     law = ppl_law(fits, domain, stats, str(c.law_choice))
@@ -47,7 +49,9 @@ def select_domain(fits: dict, table: pd.DataFrame, pool: pd.DataFrame, domain: s
     rows = ppl_rows(table, domain)
     rows = rows[np.isfinite(rows[mcol]) & np.isfinite(rows[scol])]
     if rows.empty:
-        raise DecisionError(f"no perplexity-regime runs of `{domain}` in the fitting table: {SWEEP_HINT['ppl'].format(d=domain)}")
+        raise DecisionError(
+            f"no perplexity-regime runs of `{domain}` in the fitting table: {SWEEP_HINT['ppl'].format(d=domain)}"
+        )
     values = pool["ppl"].to_numpy(float)
     values = np.log(values) if stats == "log_ppl" else values
     tokens = pool["tokens"].to_numpy(float)
@@ -58,7 +62,10 @@ def select_domain(fits: dict, table: pd.DataFrame, pool: pd.DataFrame, domain: s
             f"`select.n_tokens`={budget:.0f} exceeds the candidate pool of `{domain}` ({pool_tokens:.0f} tokens in "
             f"{len(pool)} samples): lower the budget or enlarge the domain corpus"
         )
-    box = ((float(rows[mcol].min()), float(rows[mcol].max())), (float(rows[scol].min()), float(rows[scol].max())))
+    box = (
+        (float(rows[mcol].min()), float(rows[mcol].max())),
+        (float(rows[scol].min()), float(rows[scol].max())),
+    )
     if not (box[0][0] < box[0][1] and box[1][0] < box[1][1]):
         raise DecisionError(f"the ppl regimes of `{domain}` do not vary both mu and sigma (box {box}): "
                             f"{SWEEP_HINT['ppl'].format(d=domain)} over a centre x width grid")  # fmt: skip

@@ -53,13 +53,19 @@ def setting(rows: pd.DataFrame, c: Any) -> Setting:
     if near != n:
         notes.append(f"Lg0 taken from the runs at the nearest observed N={near:.3g} (asked N={n:.3g})")
     if n > n_obs.max() * 1.01 or d > rows["D"].max() * 1.01:
-        notes.append(f"extrapolation: N={n:.3g}, D={d:.3g} beyond the largest run (N={n_obs.max():.3g}, D={rows['D'].max():.3g})")
+        notes.append(
+            f"extrapolation: N={n:.3g}, D={d:.3g} beyond the largest run (N={n_obs.max():.3g}, D={rows['D'].max():.3g})"
+        )
     return Setting(n, d, dd, comp, float(np.mean(base)) if base.size else float("nan"), notes)
 
 
 def _xy(rows: pd.DataFrame, kind: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     r = rows["r"].to_numpy(float)
-    X = {"N": rows["N"].to_numpy(float), "D": rows["D"].to_numpy(float), "r": r if kind == "domain" else 1.0 - r}
+    X = {
+        "N": rows["N"].to_numpy(float),
+        "D": rows["D"].to_numpy(float),
+        "r": r if kind == "domain" else 1.0 - r,
+    }
     y = rows[f"{kind}_loss"].to_numpy(float)
     return X, y, rows["run_id"].to_numpy(str)
 
@@ -84,7 +90,9 @@ def _only(boot: dict | None, keys: tuple[str, ...]) -> dict | None:
     if not boot or "ci" not in boot:
         return boot
     sub = {k: v for k, v in boot.items() if k not in ("ci", "median", "mean")}
-    return sub | {s: {k: v for k, v in boot.get(s, {}).items() if k in keys} for s in ("ci", "median", "mean")}
+    return sub | {
+        s: {k: v for k, v in boot.get(s, {}).items() if k in keys} for s in ("ci", "median", "mean")
+    }
 
 
 def _ci(boot: dict | None, key: str) -> list[float] | None:
@@ -172,7 +180,9 @@ def domain_usages(
     Raises `DecisionError` when the domain's laws or runs are missing."""
     rows = dcpt_rows(table, domain, float(c.min_d_tokens))
     if rows.empty:
-        raise DecisionError(f"no dcpt runs of domain `{domain}` in the fitting table: {SWEEP_HINT['domain'].format(d=domain)}")
+        raise DecisionError(
+            f"no dcpt runs of domain `{domain}` in the fitting table: {SWEEP_HINT['domain'].format(d=domain)}"
+        )
     lg = target_law(fits, f"general_{domain}", str(c.law_choice))
     ld = target_law(fits, f"domain_{domain}", str(c.law_choice), exclude=("dcpt_forgetting",))
     s = setting(rows, c)
@@ -219,9 +229,13 @@ def cross_domain_table(fits: dict, table: pd.DataFrame, fit_kwargs: dict) -> dic
         if t["domain"].nunique() < 3:
             return {"rows": [], "message": f"leave-one-domain-out needs >= 3 domains with k1, k2 (have "
                                            f"{t['domain'].nunique()}): {SWEEP_HINT['cross']}"}  # fmt: skip
-        X = {k: t[k].to_numpy(float) for k in ("N", "D", "r", "k1", "k2")} | {"domain": t["domain"].to_numpy(str)}
+        X = {k: t[k].to_numpy(float) for k in ("N", "D", "r", "k1", "k2")} | {
+            "domain": t["domain"].to_numpy(str)
+        }
         try:
-            rows = compare_forms(list(tg["fits"]), X, t["domain_loss"].to_numpy(float), ["domain"], **fit_kwargs).rows
+            rows = compare_forms(
+                list(tg["fits"]), X, t["domain_loss"].to_numpy(float), ["domain"], **fit_kwargs
+            ).rows
         except (FitError, LawInputError) as exc:
             return {"rows": [], "message": f"leave-one-domain-out failed: {exc}"}
         source = "recomputed"

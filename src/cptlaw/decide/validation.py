@@ -19,7 +19,9 @@ import pandas as pd
 from scipy.optimize import brentq
 
 
-def arm_table(table: pd.DataFrame, runs: pd.DataFrame, arms: dict[str, str], noise: float) -> list[dict[str, Any]]:
+def arm_table(
+    table: pd.DataFrame, runs: pd.DataFrame, arms: dict[str, str], noise: float
+) -> list[dict[str, Any]]:
     """One row per arm: final domain/general loss (mean, seed std), landscape, difference vs random.
 
     `table`: fitting-table rows of the validation runs (`cptlaw.fit_table.build_fit_table`); `runs`: their
@@ -66,7 +68,9 @@ def _mean(frame: pd.DataFrame, col: str) -> float | None:
     return float(v.mean()) if v.size else None
 
 
-def mean_curve(table: pd.DataFrame, run_ids: list[str], col: str = "domain_loss") -> tuple[np.ndarray, np.ndarray]:
+def mean_curve(
+    table: pd.DataFrame, run_ids: list[str], col: str = "domain_loss"
+) -> tuple[np.ndarray, np.ndarray]:
     """(D, loss) averaged over the runs (seeds) at the eval points they share."""
     t = table[table["run_id"].isin(run_ids)]
     g = t.groupby("D")[col].agg(["mean", "count"])
@@ -90,7 +94,9 @@ def saving_from_curve(d: np.ndarray, loss: np.ndarray, target: float, d_ref: flo
     return {"fraction": float(d_star / d_ref), "reached": True, "upper_bound": False}
 
 
-def saving_from_law(form: Any, params: dict, dos: tuple[float, float], rand: tuple[float, float], d_ref: float) -> dict[str, Any]:
+def saving_from_law(
+    form: Any, params: dict, dos: tuple[float, float], rand: tuple[float, float], d_ref: float
+) -> dict[str, Any]:
     """D'/D solving L(dos, D') = L(random, D) with the fitted perplexity-aware law."""
 
     def law(mu: float, sigma: float, d: float) -> float:

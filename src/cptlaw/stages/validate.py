@@ -47,7 +47,9 @@ def validate_domain(cfg: DictConfig, fits: dict, domain: str) -> dict[str, Any]:
     c = cfg[STAGE]
     sel_path = Path(cfg.paths.selected) / domain / "selection.json"
     if not sel_path.is_file():
-        raise DecisionError(f"{sel_path} does not exist: run the select stage (python -m cptlaw.stages.select)")
+        raise DecisionError(
+            f"{sel_path} does not exist: run the select stage (python -m cptlaw.stages.select)"
+        )
     sel = json.loads(sel_path.read_text())
     n_tokens = int(c.n_tokens or sel["budget_tokens"])
     arms = {str(k): (f"ids:{sel['ids_file']}" if str(v) == "selected" else str(v)) for k, v in c.arms.items()}
@@ -88,7 +90,10 @@ def validate_domain(cfg: DictConfig, fits: dict, domain: str) -> dict[str, Any]:
             f"(threshold {by['dos']['noise_threshold']:.3f}, {len(c.seeds)} seed(s))"
         )  # fmt: skip
     out["saving"] = saving
-    print(f"[validate] {domain}: " + "; ".join(f"{r['arm']} domain {r['domain_loss']:.4f} general {r['general_loss']:.4f}" for r in rows))
+    print(
+        f"[validate] {domain}: "
+        + "; ".join(f"{r['arm']} domain {r['domain_loss']:.4f} general {r['general_loss']:.4f}" for r in rows)
+    )
     if saving.get("verdict"):
         print(f"[validate] {domain}: {saving['verdict']}; saving from curves {saving['curve'].get('fraction')}, "
               f"from law {saving.get('law', {}).get('fraction')}")  # fmt: skip
@@ -101,7 +106,11 @@ def validate_domain(cfg: DictConfig, fits: dict, domain: str) -> dict[str, Any]:
                       artifact_root=cfg.tracking.get("artifact_root")):  # fmt: skip
         tracking.log_params({"domain": domain, "n_tokens": n_tokens, "seeds": ",".join(map(str, c.seeds))})
         tracking.log_metrics({f"{r['arm']}_{k}": r[k] for r in rows for k in ("domain_loss", "general_loss")})
-        fr = {f"saving_{k}": v["fraction"] for k, v in saving.items() if isinstance(v, dict) and v.get("fraction")}
+        fr = {
+            f"saving_{k}": v["fraction"]
+            for k, v in saving.items()
+            if isinstance(v, dict) and v.get("fraction")
+        }
         tracking.log_metrics(fr)
         tracking.log_dict(out, "validate.json")
         if fig:
