@@ -87,3 +87,17 @@ def test_unknown_size_and_missing_tokenizer(project, mlflow_uri):
     shutil.rmtree(project / "data" / "tokenizer")
     with pytest.raises(ModelError, match="tokenizer dir .* does not exist"):
         run(compose_cfg(project))
+
+
+def test_hf_local_skips_pretraining(project, mlflow_uri):
+    from cptlaw.lm.model import build_model
+    from cptlaw.stages.pretrain import run
+
+    local = project / "local-lm"
+    build_model({"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}, 300, 32, seed=0).save_pretrained(
+        local
+    )
+    result = run(compose_cfg(project, ["model=hf_local", f"model.name_or_path={local}"]))
+    assert "skipped" in result
+    assert json.loads((project / "reports" / "metrics" / "pretrain.json").read_text()) == result
+    assert not any((project / "models" / "base").iterdir())

@@ -30,7 +30,7 @@ def pretrain_size(cfg: DictConfig, size: str, tokenizer, datamodule) -> dict:
     from cptlaw import tracking
     from cptlaw.lm.base import base_model_info, write_base_model_info
     from cptlaw.lm.model import build_model, non_embedding_params
-    from cptlaw.lm.module import CausalLMModule, TrainTimer, mean_token_loss
+    from cptlaw.lm.module import CausalLMModule, TrainTimer, lr_at, mean_token_loss
 
     p = cfg.pretrain
     shape = cfg.model.sizes[size]
@@ -78,17 +78,20 @@ def pretrain_size(cfg: DictConfig, size: str, tokenizer, datamodule) -> dict:
         trainer.fit(module, datamodule=datamodule)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         train_seconds = timer.seconds if world == 1 else wall
-        n_tokens = trainer.global_step * tokens_per_step
+        # a spawned DDP run does not hand its loop counters back to this process; it ran to max_steps
+        steps = trainer.global_step if world == 1 else max_steps
+        n_tokens = steps * tokens_per_step
+        final_lr = lr_at(steps, lr=p.lr, min_lr=p.min_lr, warmup_steps=warmup, max_steps=max_steps)
         val = {
             f"val_loss_{name}": mean_token_loss(model, datamodule.val_batches(name))
             for name in datamodule.val_names
         }
         metrics = {
             "n_params": n_params, "n_tokens": n_tokens, "tokens_per_s": n_tokens / max(train_seconds, 1e-9),
-            "train_seconds": train_seconds, "wall_seconds": wall, "cpu_seconds": cpu, "final_lr": module.final_lr(),
+            "train_seconds": train_seconds, "wall_seconds": wall, "cpu_seconds": cpu, "final_lr": final_lr,
             "train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))), **val,
         }  # fmt: skip
-        tracking.log_metrics(metrics, step=trainer.global_step)
+        tracking.log_metrics(metrics, step=steps)
         tracking.log_dict(to_dict(cfg), "config.json")
 
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,7 +99,7 @@ def pretrain_size(cfg: DictConfig, size: str, tokenizer, datamodule) -> dict:
         tokenizer.save_pretrained(out_dir)
         write_base_model_info(
             out_dir, {"size": size, "n_params": n_params, "n_tokens": n_tokens, "seq_len": int(p.seq_len),
-                      "final_lr": module.final_lr(), "peak_lr": float(p.lr), "config_hash": chash,
+                      "final_lr": final_lr, "peak_lr": float(p.lr), "config_hash": chash,
                       "run_id": active.info.run_id, "metrics": metrics},
         )  # fmt: skip
     print(f"[pretrain] {size}: {n_tokens:,} tokens in {train_seconds:.1f}s ({metrics['tokens_per_s']:,.0f} tok/s); "
