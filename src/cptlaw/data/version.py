@@ -63,9 +63,11 @@ def _dir_manifest(root: Path, md5: str) -> dict[str, str]:
 
 
 def file_versions(files: Iterable[str | Path], root: str | Path) -> dict[str, str]:
-    """`{path relative to root: md5}` per file, from DVC's records (dvc.lock + cache manifests), else hashed."""
+    """`{path relative to root: md5}` per file: DVC's record (dvc.lock + cache manifest) for files not modified
+    since dvc.lock was written, else the md5 of the bytes."""
     root = Path(root).resolve()
     outs = _dvc_outs(root)
+    lock_mtime = (root / "dvc.lock").stat().st_mtime if outs else 0.0
     versions = {}
     for f in files:
         path = Path(f).resolve()
@@ -74,7 +76,8 @@ def file_versions(files: Iterable[str | Path], root: str | Path) -> dict[str, st
         except ValueError:
             rel = path.as_posix()
         digest = None
-        for out, md5 in outs.items():
+        # DVC's record only while it can be current: a file changed after dvc.lock was written is hashed
+        for out, md5 in outs.items() if path.stat().st_mtime <= lock_mtime else ():
             if rel == out and not md5.endswith(".dir"):
                 digest = md5
             elif rel.startswith(out + "/"):
