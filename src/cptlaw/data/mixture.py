@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cptlaw.data.subsets import PplStats, ppl_stats
+from cptlaw.data.subsets import PplStats, Regime, check_aligned, ppl_stats, read_scores, select
 from cptlaw.lm.packing import PackedDataset, encode_documents, pack
 
 SPLIT_COLUMNS = ("id", "source", "text")
@@ -218,6 +218,40 @@ class CPTData:
     mixture: Mixture
     domain_test: np.ndarray
     general_test: np.ndarray
+
+
+def load_cpt_data(
+    corpora_dir: str | Path,
+    domain: str,
+    regime: Regime,
+    scores_path: str | Path | None,
+    tokenizer: Any,
+    *,
+    n_tokens: int,
+    r: float,
+    seq_len: int,
+    seed: int,
+    on_short_data: str,
+    eval_sequences: int,
+) -> CPTData:
+    """Everything a CPT run reads from disk: the regime's subset of `<domain>/train` (ranked by the score file,
+    which must be aligned with it), mixed with `general/train`, plus the fixed domain and general test rows."""
+    dom_train = read_split(corpora_dir, domain, "train")
+    scores = read_scores(scores_path) if scores_path else None
+    if scores is not None:
+        check_aligned(scores, dom_train["id"], scores_path)
+    mixture = build_mixture(
+        domain_texts=dom_train["text"].tolist(), domain_pos=select(regime, dom_train["id"], scores),
+        domain_ppl=None if scores is None else scores["ppl"].to_numpy(float),
+        general_texts=read_split(corpora_dir, "general", "train")["text"].tolist(), tokenizer=tokenizer,
+        n_tokens=n_tokens, r=r, seq_len=seq_len, seed=seed, on_short_data=on_short_data,
+    )  # fmt: skip
+    tests = [
+        eval_rows(read_split(corpora_dir, d, "test")["text"].tolist(), tokenizer, seq_len, eval_sequences,
+                  what=f"the {d} test split")
+        for d in (domain, "general")
+    ]  # fmt: skip
+    return CPTData(mixture, *tests)
 
 
 class CPTDataModule(L.LightningDataModule):

@@ -165,35 +165,22 @@ def run(cfg: DictConfig) -> dict:
     import numpy as np
     import torch
 
-    from cptlaw.data.mixture import CPTData, CPTDataModule, build_mixture, eval_rows, read_split
-    from cptlaw.data.subsets import check_aligned, parse_regime, read_scores, select
+    from cptlaw.data.mixture import CPTDataModule, load_cpt_data
+    from cptlaw.data.subsets import parse_regime
     from cptlaw.lm.cpt import plot_curves, train_cpt
     from cptlaw.lm.model import check_vocab, load_causal_lm, non_embedding_params
 
     start = time.perf_counter()
     regime = parse_regime(c.regime)
-    dom_train = read_split(cfg.paths.corpora, str(c.domain), "train")
-    scores = read_scores(p.scores_path) if p.scores_path else None
-    if scores is not None:
-        check_aligned(scores, dom_train["id"], p.scores_path)
-    pos = select(regime, dom_train["id"], scores)
     tokenizer = _load_tokenizer(p.base_dir, cfg.paths.tokenizer)
     model = load_causal_lm(p.base_dir)
     check_vocab(model, tokenizer)
-    mixture = build_mixture(
-        domain_texts=dom_train["text"].tolist(), domain_pos=pos,
-        domain_ppl=None if scores is None else scores["ppl"].to_numpy(float),
-        general_texts=read_split(cfg.paths.corpora, "general", "train")["text"].tolist(), tokenizer=tokenizer,
-        n_tokens=int(c.n_tokens), r=float(c.r), seq_len=p.seq_len, seed=int(cfg.seed), on_short_data=str(c.on_short_data),
+    cpt_data = load_cpt_data(
+        cfg.paths.corpora, str(c.domain), regime, p.scores_path, tokenizer, n_tokens=int(c.n_tokens), r=float(c.r),
+        seq_len=p.seq_len, seed=int(cfg.seed), on_short_data=str(c.on_short_data), eval_sequences=int(c.eval_sequences),
     )  # fmt: skip
-    tests = {
-        d: eval_rows(read_split(cfg.paths.corpora, d, "test")["text"].tolist(), tokenizer, p.seq_len,
-                     int(c.eval_sequences), what=f"the {d} test split")
-        for d in (str(c.domain), "general")
-    }  # fmt: skip
-    data = CPTDataModule(
-        CPTData(mixture, tests[str(c.domain)], tests["general"]), int(c.batch_size), int(c.eval_batch_size)
-    )
+    mixture = cpt_data.mixture
+    data = CPTDataModule(cpt_data, int(c.batch_size), int(c.eval_batch_size))
     n_params = non_embedding_params(model)
     prep_seconds = time.perf_counter() - start
     print(f"[cpt] {p.experiment}: base {p.base_id} (N={n_params:,}), regime {regime.name}, r={c.r}, "
