@@ -62,6 +62,7 @@ class SweepParentRun(Callback):
     def __init__(self, name: str, tracking: Any, reports: str, study: str | None = None) -> None:
         self.name, self.tracking, self.reports, self.study = name, tracking, reports, study
         self.parent_id: str | None = None
+        self.owns_parent = True
         self.started = 0.0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -76,13 +77,21 @@ class SweepParentRun(Callback):
         for name in names:
             tracking.experiment_id(name, root)
         parent_exp = names[0] if len(set(names)) == 1 else f"{prefix}sweeps"
-        self.parent_id = tracking.start_detached_run(
-            parent_exp,
-            run_name=f"sweep-{self.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            tags={"cptlaw.stage": "sweep", "cptlaw.study": study, "cptlaw.sweep": self.name,
-                  "cptlaw.sweep_dir": config.hydra.sweep.dir, "cptlaw.profile": config.get("profile_name")},
-            artifact_root=root,
-        )  # fmt: skip
+        tags = {"cptlaw.stage": "sweep", "cptlaw.study": study, "cptlaw.sweep": self.name,
+                "cptlaw.sweep_dir": config.hydra.sweep.dir, "cptlaw.profile": config.get("profile_name")}  # fmt: skip
+        # Under `mlflow run` the launcher's run is the parent: every job nests under it, none is logged into it
+        # (the launcher ends it with the process's exit status).
+        launcher = os.environ.pop("MLFLOW_RUN_ID", None)
+        self.owns_parent = launcher is None
+        if launcher:
+            self.parent_id = launcher
+            tracking.end_detached_run(launcher, None, tags)
+            parent_exp = "the mlflow-run launcher's experiment"
+        else:
+            self.parent_id = tracking.start_detached_run(
+                parent_exp, run_name=f"sweep-{self.name}-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags,
+                artifact_root=root,
+            )  # fmt: skip
         os.environ[PARENT_ENV] = self.parent_id
         self.started = time.perf_counter()
         atexit.register(self._end, "FAILED")
@@ -94,7 +103,7 @@ class SweepParentRun(Callback):
         from cptlaw import tracking
 
         try:
-            tracking.end_detached_run(self.parent_id, status, tags)
+            tracking.end_detached_run(self.parent_id, status if self.owns_parent else None, tags)
         finally:
             self.parent_id = None
             os.environ.pop(PARENT_ENV, None)

@@ -201,10 +201,12 @@ def start_detached_run(
     return created.info.run_id
 
 
-def end_detached_run(run_id: str, status: str = "FINISHED", tags: Mapping[str, Any] | None = None) -> None:
-    """End a run made by `start_detached_run` (status FINISHED | FAILED | KILLED), if it is still running."""
+def end_detached_run(
+    run_id: str, status: str | None = "FINISHED", tags: Mapping[str, Any] | None = None
+) -> None:
+    """Tag a run and end it (status FINISHED | FAILED | KILLED) if it is still running; `status=None`: tag only."""
     client = MlflowClient()
     for key, value in (tags or {}).items():
         client.set_tag(run_id, key, str(value))
-    if client.get_run(run_id).info.status == "RUNNING":
+    if status is not None and client.get_run(run_id).info.status == "RUNNING":
         client.set_terminated(run_id, status)
