@@ -4,6 +4,7 @@ exported to jobs, a summary of the jobs' result files, the parent ended FINISHED
 import json
 import os
 
+import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
@@ -54,3 +55,26 @@ def test_mlflow_run_launcher_run_is_the_parent(tmp_path, mlflow_uri, monkeypatch
     run = MlflowClient().get_run(launcher)
     assert run.info.status == "RUNNING"  # `mlflow run` ends it with the exit status
     assert run.data.tags["cptlaw.stage"] == "sweep"
+
+
+@pytest.mark.parametrize("profile", ["smoke", "demo", "paper"])
+@pytest.mark.parametrize("sweep", ["dcpt_grid", "dcpt_cross", "ppl_regimes", "probe"])
+def test_every_sweep_resolves_its_lists_per_profile(profile, sweep, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from cptlaw.config import CONF_DIR
+    from cptlaw.data.subsets import parse_regime
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "config",
+            [f"+sweep={sweep}", f"profile={profile}", f"paths.root={tmp_path}"],
+            return_hydra_config=True,
+        )
+    params = {k: str(cfg.hydra.sweeper.params[k]) for k in cfg.hydra.sweeper.params}
+    assert params["cpt.domain"] and all(d in cfg.domains for d in params["cpt.domain"].split(","))
+    for r in params.get("cpt.r", "1").split(","):
+        assert 0 <= float(r) <= 1
+    for regime in params.get("cpt.regime", "random").split(","):
+        parse_regime(regime)
+    assert cfg.hydra.callbacks.mlflow_parent.name == sweep
