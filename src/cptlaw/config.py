@@ -15,7 +15,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def project_root() -> str:
@@ -29,6 +28,14 @@ def project_root() -> str:
             return str(d)
     return str(here)
 
+
+def conf_dir() -> Path:
+    """The project's `conf/` (so a DVC experiment copy uses its own configs), else the one beside the code."""
+    here = Path(project_root()) / "conf"
+    return here if (here / "config.yaml").is_file() else Path(__file__).resolve().parents[2] / "conf"
+
+
+CONF_DIR = conf_dir()
 
 if not OmegaConf.has_resolver("cptlaw_root"):
     OmegaConf.register_new_resolver("cptlaw_root", project_root)

@@ -74,7 +74,8 @@ def _skip_reason(tg: dict[str, Any], form: Any, min_runs: int) -> str | None:
 def _fit_target(cfg: DictConfig, tg: dict[str, Any], plots: Path) -> dict[str, Any]:
     c = cfg.fit
     kw = {"n_starts": int(c.n_starts), "n_refine": int(c.n_refine), "n_polish": int(c.n_polish),
-          "sampler": str(c.sampler), "delta": float(c.huber_delta), "seed": int(cfg.seed)}  # fmt: skip
+          "sampler": str(c.sampler), "delta": float(c.huber_delta), "seed": int(cfg.seed),
+          "maxiter": int(c.get("polish_maxiter", 1500))}  # fmt: skip
     y = tg["y"].to_numpy(dtype=float)
     keep = np.isfinite(y) & (tg["X"]["D"] >= float(c.min_d_tokens))
     for v in tg["X"].values():
@@ -116,8 +117,11 @@ def _fit_target(cfg: DictConfig, tg: dict[str, Any], plots: Path) -> dict[str, A
         out["comparison"] = cmp_.to_dict()
     main = fitted[0]
     if int(c.bootstrap) > 0 and out["n_runs"] >= 3:
+        # refits start from the full-data optimum, so fewer refine/polish runs suffice
         bs = bootstrap(main.form, X, y, runs, n_boot=int(c.bootstrap), level=float(c.ci_level), base=main,
-                       seed=int(cfg.seed), delta=float(c.huber_delta))  # fmt: skip
+                       seed=int(cfg.seed), delta=float(c.huber_delta), n_starts=kw["n_starts"],
+                       n_refine=max(1, kw["n_refine"] // 3), n_polish=max(1, kw["n_polish"] // 3),
+                       maxiter=kw["maxiter"], sampler=kw["sampler"])  # fmt: skip
         out["bootstrap"] = {"law": main.law} | bs.to_dict()
     if c.plots:
         _plots(tg, main, X, y, plots, out)
