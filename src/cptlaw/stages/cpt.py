@@ -50,18 +50,11 @@ class Plan:
     seq_len: int
 
 
-def _base(cfg: DictConfig) -> tuple[str, Path]:
-    """(base-model id, dir): `model.name_or_path` if set (label `model.label`), else models/base/<cpt.base>."""
-    local = cfg.get("model", {}).get("name_or_path")
-    if local:
-        return str(cfg.model.get("label") or Path(local).name), Path(local)
-    return str(cfg.cpt.base), Path(cfg.paths.base_models) / str(cfg.cpt.base)
-
-
 def plan(cfg: DictConfig) -> Plan:
     """Validate `cfg.cpt` against the files on disk; raise one-line errors before anything is trained."""
     from cptlaw.data.subsets import parse_regime
     from cptlaw.data.version import content_version
+    from cptlaw.lm.base import base_model_dir, base_model_info, base_model_label
     from cptlaw.lm.model import ModelError
 
     c = cfg.cpt
@@ -87,7 +80,7 @@ def plan(cfg: DictConfig) -> Plan:
                     f"unknown domain '{domain}': {path} does not exist (corpora has {known})"
                 )
             files.append(path)
-    base_id, base_dir = _base(cfg)
+    base_id, base_dir = base_model_label(cfg, c.base), base_model_dir(cfg, c.base)
     if not (base_dir / "config.json").is_file():
         raise ModelError(f"base model {base_dir} does not exist (run the pretrain stage or set `cpt.base`)")
     scores_path = Path(cfg.paths.scores) / str(c.domain) / f"{c.scores_base or base_id}.parquet"
@@ -98,8 +91,7 @@ def plan(cfg: DictConfig) -> Plan:
             )
         scores_path = None
     files += [p for p in (scores_path, regime.ids_path and Path(regime.ids_path)) if p]
-    info_path = base_dir / "cptlaw.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info = base_model_info(base_dir)
     model_cfg = json.loads((base_dir / "config.json").read_text())
     seq_len = int(c.seq_len or info.get("seq_len") or model_cfg.get("max_position_embeddings") or 0)
     if seq_len < 1:
@@ -167,12 +159,13 @@ def run(cfg: DictConfig) -> dict:
 
     from cptlaw.data.mixture import CPTDataModule, load_cpt_data
     from cptlaw.data.subsets import parse_regime
+    from cptlaw.lm.base import tokenizer_for
     from cptlaw.lm.cpt import plot_curves, train_cpt
     from cptlaw.lm.model import check_vocab, load_causal_lm, non_embedding_params
 
     start = time.perf_counter()
     regime = parse_regime(c.regime)
-    tokenizer = _load_tokenizer(p.base_dir, cfg.paths.tokenizer)
+    tokenizer = tokenizer_for(p.base_dir, cfg.paths.tokenizer)
     model = load_causal_lm(p.base_dir)
     check_vocab(model, tokenizer)
     cpt_data = load_cpt_data(
@@ -248,25 +241,6 @@ def run(cfg: DictConfig) -> dict:
           f"{result.tokens_per_s:,.0f} tok/s, {metrics['wall_seconds']:.1f}s")  # fmt: skip
     _write_result(summary)
     return summary
-
-
-def _load_tokenizer(base_dir: Path, fallback: str):
-    """The base model dir's own tokenizer if it has one, else `paths.tokenizer`."""
-    from transformers import AutoTokenizer
-
-    from cptlaw.lm.model import ModelError
-
-    path = (
-        base_dir
-        if (base_dir / "tokenizer.json").is_file() or (base_dir / "tokenizer_config.json").is_file()
-        else Path(fallback)
-    )
-    try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise ModelError(
-            f"no usable tokenizer in {path}: {str(exc).splitlines()[0] if str(exc) else exc}"
-        ) from None
 
 
 def _errors() -> tuple[type[BaseException], ...]:
