@@ -113,3 +113,20 @@ def test_bad_input_cli_one_line_no_traceback(cpt_project, tmp_path):
         errors = [line for line in proc.stderr.splitlines() if line.startswith("cpt: error:")]
         assert len(errors) == 1, (name, proc.stderr)
     assert "unreachable" in errors[0]
+
+
+def test_any_local_hf_dir_is_a_base_model(env, tmp_path):
+    """`model.name_or_path` (model=hf_local): a foreign HF dir without cptlaw.json, LR from `cpt.lr`."""
+    import shutil
+
+    from cptlaw import tracking
+    from cptlaw.stages.cpt import run
+
+    ext = tmp_path / "my-llama"
+    shutil.copytree(env / "models" / "base" / "xs", ext)
+    (ext / "cptlaw.json").unlink()
+    cfg = compose_cfg(env, lr=1e-3)
+    cfg.model.name_or_path, cfg.model.label = str(ext), "ext"
+    assert run(cfg)["status"] == "finished"
+    row = tracking.runs_frame(["dcpt-medical"]).iloc[0]
+    assert row["params.base_model"] == "ext" and float(row["params.lr"]) == 1e-3
