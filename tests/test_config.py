@@ -46,3 +46,18 @@ def test_env_overrides_tracking_uri(monkeypatch, tmp_path):
 def test_config_hash_is_stable_and_sensitive():
     assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_defines_the_keys_dvc_tracks(profile):
+    """dvc.yaml tracks `conf/profile/<profile>.yaml` keys per stage; a missing key fails `dvc repro`."""
+    stages = OmegaConf.load(CONF_DIR.parent / "dvc.yaml").stages
+    prof = OmegaConf.load(CONF_DIR / "profile" / f"{profile}.yaml")
+    for name, stage in stages.items():
+        for entry in stage.get("params", []):
+            if isinstance(entry, str):
+                continue
+            for path, keys in entry.items():
+                if path.startswith("conf/profile/"):
+                    missing = [k for k in keys if k not in prof]
+                    assert not missing, f"stage {name}: profile {profile} lacks {missing}"
