@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--n-samples", type=int, default=400)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--stride", type=int, default=128)
-    ap.add_argument("--batch-tokens", type=int, default=16384)
+    ap.add_argument("--batch-tokens", type=int, default=2048)
     ap.add_argument(
         "--threads", type=int, default=1, help="2 threads ran 4-5x slower next to other jobs here"
     )
