@@ -59,6 +59,12 @@ def build_fit_table(
 def fit_table_from_experiments(exp_names: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """(fitting table, source run ids) of the FINISHED runs of the named experiments."""
     runs = tracking.runs_frame(exp_names, finished_only=True)
+    if not runs.empty and "tags.cptlaw.stage" in runs:  # sweep parent runs hold no points
+        runs = runs[runs["tags.cptlaw.stage"].fillna("cpt") != "sweep"]
+    if not runs.empty and "tags.cptlaw.config_hash" in runs:  # a forced re-run counts once: the newest
+        runs = runs.sort_values("start_time", ascending=False)
+        dup = runs["tags.cptlaw.config_hash"].notna() & runs["tags.cptlaw.config_hash"].duplicated()
+        runs = runs[~dup]
     if runs.empty:
         return pd.DataFrame(columns=COLUMNS), []
     return build_fit_table(runs), [str(r) for r in runs["run_id"]]

@@ -70,7 +70,10 @@ def experiment_id(name: str, artifact_root: str | None = None) -> str:
     if exp is not None:
         return exp.experiment_id
     location = None
-    if artifact_root and not mlflow.get_tracking_uri().startswith(("http://", "https://")):
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///"):  # a SQLite store keeps its artifacts beside the database: one folder
+        location = (Path(uri[len("sqlite:///") :]).parent / "artifacts" / name).resolve().as_uri()
+    elif artifact_root and not uri.startswith(("http://", "https://")):
         location = Path(artifact_root, name).resolve().as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
