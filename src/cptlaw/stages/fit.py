@@ -5,7 +5,8 @@
 Targets (docs/CONTRACTS.md experiments, prefixed by `tracking.experiment_prefix`):
 - `domain_<d>`: domain loss of `dcpt-<d>` runs vs (N, D, r = domain share);
 - `general_<d>`: general loss of the same runs vs (N, D, r = general share = 1 - domain share);
-- `cross`: domain loss of all `dcpt-*` runs with k1, k2 (cross-domain law; needs >= 2 domains);
+- `cross`: domain loss of all `dcpt-*` runs with their domain's k1, k2 from the `probe-<d>` runs (cross-domain
+  law; needs >= 2 domains);
 - `ppl_<d>` / `ppl_log_<d>`: domain loss of `ppl-regimes-<d>` runs vs (mu, sigma, D) of perplexity / log-ppl.
 A target with too few runs for a law is skipped with the reason logged and written to fits.json.
 Outputs: `reports/fits.json`, `reports/fit_table.csv`, `reports/metrics/fit.json`, `reports/plots/fit/*.png`
@@ -33,6 +34,25 @@ from cptlaw.laws import FitError, LawInputError, bootstrap, compare_forms, fit, 
 log = logging.getLogger("cptlaw.fit")
 
 
+def domain_coefficients(dcpt: pd.DataFrame, probe: pd.DataFrame) -> pd.DataFrame:
+    """Set each domain's k1, k2 (the cross-domain law's K = w1/k1 + w2*k2 is one number per domain).
+
+    Que et al. 2024 (cross-domain D-CPT): k1 = the base model's initial domain loss, k2 = how fast it falls in
+    a short probe run. Taken from the domain's `probe-<d>` runs (r = 1, ~1% of a run) at the smallest base,
+    else from its r = 1 grid runs; the per-run values stay in `k1_run`, `k2_run` (they vary with r and noise).
+    """
+    dcpt = dcpt.assign(k1_run=dcpt["k1"], k2_run=dcpt["k2"])
+    for d in dcpt["domain"].dropna().unique():
+        src = probe[probe["domain"] == d] if len(probe) else probe
+        if src.empty:
+            src = dcpt[(dcpt["domain"] == d) & (dcpt["r"] == 1.0)]
+        if src.empty:
+            continue
+        runs = src[src["N"] == src["N"].min()].drop_duplicates("run_id")
+        dcpt.loc[dcpt["domain"] == d, ["k1", "k2"]] = float(runs["k1"].mean()), float(runs["k2"].mean())
+    return dcpt
+
+
 def _targets(cfg: DictConfig, dcpt: pd.DataFrame, ppl: pd.DataFrame) -> list[dict[str, Any]]:
     """(name, kind, X, y, groups) of every target that has data."""
     out = []
@@ -43,7 +63,10 @@ def _targets(cfg: DictConfig, dcpt: pd.DataFrame, ppl: pd.DataFrame) -> list[dic
                     "X": base | {"r": t["r"].to_numpy()}})  # fmt: skip
         out.append({"name": f"general_{d}", "kind": "general", "domain": d, "rows": t, "y": t["general_loss"],
                     "X": base | {"r": 1.0 - t["r"].to_numpy()}})  # fmt: skip
-    t = dcpt[np.isfinite(dcpt["k1"]) & np.isfinite(dcpt["k2"])]
+    usable = np.isfinite(dcpt["k1"]) & np.isfinite(dcpt["k2"]) & (dcpt["k2"] > 0)
+    for d in sorted(set(dcpt["domain"][~usable].dropna())):
+        log.warning("[fit] cross: domain %s left out (no positive probe rate k2: run +sweep=probe)", d)
+    t = dcpt[usable]
     X = {c: t[c].to_numpy() for c in ("N", "D", "r", "k1", "k2")} | {"domain": t["domain"].to_numpy()}
     out.append({"name": "cross", "kind": "cross", "domain": None, "rows": t, "y": t["domain_loss"], "X": X})
     for d in cfg.domains:
@@ -181,7 +204,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     prefix = str(cfg.tracking.get("experiment_prefix") or "")
     dcpt, ids_d = fit_table_from_experiments([f"{prefix}dcpt-{d}" for d in cfg.domains])
     ppl, ids_p = fit_table_from_experiments([f"{prefix}ppl-regimes-{d}" for d in cfg.domains])
-    source = sorted(set(ids_d) | set(ids_p))
+    probe, ids_k = fit_table_from_experiments([f"{prefix}probe-{d}" for d in cfg.domains])
+    if len(dcpt):
+        dcpt = domain_coefficients(dcpt, probe)
+    source = sorted(set(ids_d) | set(ids_p) | set(ids_k))
     reports = Path(cfg.paths.reports)
     plots = reports / "plots" / "fit"
     plots.mkdir(parents=True, exist_ok=True)
