@@ -159,3 +159,28 @@ def render(fits: dict, rec: dict | None, selections: dict[str, dict], val: dict 
     lines += fl + recommend_section(rec, reports) + validate_section(val, selections, reports)
     lines += ["", "## Diagnostics", ""] + ([f"- {d}" for d in diags] or ["- none"]) + [""]
     return "\n".join(lines)
+
+
+def console_summary(rec: dict | None, selections: dict[str, dict], report: Path, tracking_uri: str) -> str:
+    """The few lines `dvc repro` ends with: where the results are, the recommended mixtures, the selections."""
+    lines = [f"Results: {report} (fits, decisions with CIs, validation, diagnostics); runs: {tracking_uri}"]
+    if tracking_uri.startswith("sqlite:///"):
+        lines.append(f"  browse: mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --workers 1")
+    for d, r in ((rec or {}).get("domains") or {}).items():
+        parts = []
+        if (t := r.get("tradeoff")) and t.get("r_domain") is not None:
+            parts.append(
+                f"max domain share within T={t['tolerance']:.0%}: {t['r_domain']:.2f} CI {_ci(t.get('ci'))}"
+            )
+        if (lim := r.get("limited_data")) and lim.get("r_domain") is not None:
+            parts.append(
+                f"with {lim['domain_tokens']:.3g} domain tokens: r_d* {lim['r_domain']:.2f} CI {_ci(lim.get('ci'))}"
+            )
+        lines.append(f"  mixture {d}: " + ("; ".join(parts) or "not decided (see the report)"))
+    for d, s in selections.items():
+        a = s.get("achieved", {})
+        lines.append(
+            f"  selected {d}: {a.get('n_samples')} samples / {a.get('n_tokens', 0):.0f} tokens (mu {_f(a.get('mu'))},"
+            f" sigma {_f(a.get('sigma'))}) -> {s.get('ids_file')}"
+        )
+    return "\n".join(lines)

@@ -30,7 +30,7 @@ def _json(path: Path) -> dict | None:
 def run(cfg: DictConfig) -> Path:
     from cptlaw import tracking
     from cptlaw.decide.inputs import load_fits
-    from cptlaw.decide.report import render
+    from cptlaw.decide.report import console_summary, render
 
     reports = Path(cfg.paths.reports)
     fits = load_fits(reports / "fits.json")
@@ -39,8 +39,9 @@ def run(cfg: DictConfig) -> Path:
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                          cwd=Path(__file__).parent).stdout.strip() or "unknown"  # fmt: skip
     prov: dict[str, Any] = {"profile": cfg.get("profile_name"), "git": rev, "fits": fits.get("config_hash")}
-    text = render(fits, _json(reports / "recommend.json"), selections, _json(reports / "validate.json"), reports,
-                  prov, int(cfg[STAGE].min_runs_warn))  # fmt: skip
+    rec = _json(reports / "recommend.json")
+    text = render(fits, rec, selections, _json(reports / "validate.json"), reports, prov,
+                  int(cfg[STAGE].min_runs_warn))  # fmt: skip
     out = reports / "report.md"
     out.write_text(text)
     prefix = str(cfg.tracking.get("experiment_prefix") or "")
@@ -50,6 +51,7 @@ def run(cfg: DictConfig) -> Path:
         tracking.log_params({"profile": cfg.get("profile_name"), "git_rev": rev})
         tracking.log_artifact(out)
     print(f"[report] wrote {out}")
+    print(console_summary(rec, selections, out, str(cfg.tracking.uri)))
     return out
 
 
