@@ -16,7 +16,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 
-
 def project_root() -> str:
     """`$CPTLAW_ROOT`, else the nearest ancestor of the cwd holding `dvc.yaml` or `conf/`, else the cwd."""
     env = os.environ.get("CPTLAW_ROOT")

@@ -23,6 +23,9 @@ PARENT_TAG = "mlflow.parentRunId"
 CONFIG_HASH_TAG = "cptlaw.config_hash"
 STAGE_TAG = "cptlaw.stage"
 _LAUNCHER_USED: list[str] = []  # the `mlflow run` launcher's run, once this process has used it
+_CONFIGURED: list[
+    str
+] = []  # the URI `configure` set; runs are refused before it (MLflow would use ./mlflow.db)
 
 
 class TrackingError(RuntimeError):
@@ -52,6 +55,7 @@ def configure(uri: str, artifact_root: str | None = None) -> str:
         db.parent.mkdir(parents=True, exist_ok=True)
     _check_reachable(uri)
     mlflow.set_tracking_uri(uri)
+    _CONFIGURED[:] = [uri]
     os.environ["MLFLOW_TRACKING_URI"] = uri  # child processes (joblib, ddp) inherit the store
     if artifact_root:
         Path(artifact_root).mkdir(parents=True, exist_ok=True)
@@ -109,6 +113,10 @@ def run(
 
     Under `mlflow run` the run already exists (`MLFLOW_RUN_ID`): the first run of the process reuses it.
     """
+    if not _CONFIGURED:
+        raise TrackingError(
+            "tracking is not configured: call cptlaw.tracking.configure(uri) before opening a run"
+        )
     exp_id = experiment_id(exp_name, artifact_root)
     all_tags = {k: str(v) for k, v in (tags or {}).items()}
     if config_hash:

@@ -47,6 +47,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     set_threads(int(cfg.threads))
+    tracking.configure_from(cfg.tracking)  # before anything is written: an unreachable server fails fast
     c = cfg.recommend
     reports = Path(cfg.paths.reports)
     prefix = str(cfg.tracking.get("experiment_prefix") or "")

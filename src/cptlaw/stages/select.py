@@ -31,6 +31,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from cptlaw.decide.selection import read_pool, select_domain, write_selection
 
     set_threads(int(cfg.threads))
+    tracking.configure_from(cfg.tracking)  # before anything is written: an unreachable server fails fast
     c = cfg[STAGE]
     reports = Path(cfg.paths.reports)
     prefix = str(cfg.tracking.get("experiment_prefix") or "")
