@@ -171,6 +171,7 @@ class DCPTCross(LawForm):
     """
 
     epsilon: float = 1e-3
+    use_k2: bool = True  # False: K = 1/k1 alone (no probe run needed), an alternative for comparison
 
     def features(self, X):
         c = self.validate(X)
@@ -183,11 +184,11 @@ class DCPTCross(LawForm):
             "r0": r0,
             "lnr": np.log(np.where(r0, 1.0, r)),
             "k1": c["k1"],
-            "k2": c["k2"],
+            "k2": c["k2"] if self.use_k2 else np.zeros_like(c["k1"]),
         }
 
     def design(self, f, th):
-        a, b, eta, gamma, mu, lnw2 = th
+        a, b, eta, gamma, mu, lnw2 = th if self.use_k2 else (*th, -np.inf)
         k = 1.0 / f["k1"] + np.exp(lnw2) * f["k2"]
         one = np.ones_like(f["lnN"]) * (a * 0 + 1)
         return np.stack(
@@ -269,7 +270,14 @@ def _dcpt(epsilon: float = 1e-3, coupling: bool = True, forgetting: bool = False
     )  # fmt: skip
 
 
-def _dcpt_cross(epsilon: float = 1e-3, **_: Any) -> LawForm:
+def _dcpt_cross(epsilon: float = 1e-3, use_k2: bool = True, **_: Any) -> LawForm:
+    if not use_k2:  # K = 1/k1: the domain's initial loss alone
+        return DCPTCross(
+            "dcpt_cross_k1", "L = E + A/N^alpha + B*r^eta/D^beta + C/(r+eps)^gamma + F/K^mu, K = 1/k1",
+            ("N", "D", "r", "k1"), ("E", "A", "B", "C", "F"), ("alpha", "beta", "eta", "gamma", "mu"),
+            (_EXP, _EXP, _EXP, _EXP, (0.0, 5.0)), positive=("N", "D", "k1"), unit_interval=("r",),
+            fixed={"epsilon": epsilon, "w1": 1.0, "w2": 0.0}, epsilon=epsilon, use_k2=False,
+        )  # fmt: skip
     return DCPTCross(
         "dcpt_cross", "L = E + A/N^alpha + B*r^eta/D^beta + C/(r+eps)^gamma + F/K^mu, K = w1/k1 + w2*k2",
         ("N", "D", "r", "k1", "k2"), ("E", "A", "B", "C", "F"),
@@ -299,6 +307,7 @@ REGISTRY: dict[str, Callable[..., LawForm]] = {
     "dcpt_nocoupling": lambda **kw: _dcpt(**(kw | {"coupling": False, "forgetting": False})),
     "dcpt_forgetting": lambda **kw: _dcpt(**(kw | {"coupling": True, "forgetting": True})),
     "dcpt_cross": _dcpt_cross,
+    "dcpt_cross_k1": lambda **kw: _dcpt_cross(**(kw | {"use_k2": False})),
     "ppl": _ppl,
     "ppl_nointeraction": lambda **kw: _ppl(**(kw | {"interaction": False})),
 }
