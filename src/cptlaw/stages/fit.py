@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,10 @@ from cptlaw.fit_table import fit_table_from_experiments
 from cptlaw.laws import FitError, LawInputError, bootstrap, compare_forms, fit, get_law, ppl_optimum
 
 log = logging.getLogger("cptlaw.fit")
+
+
+class FitStageError(RuntimeError):
+    """Nothing to fit; the message says which runs to make."""
 
 
 def domain_coefficients(dcpt: pd.DataFrame, probe: pd.DataFrame) -> pd.DataFrame:
@@ -63,7 +68,8 @@ def _targets(cfg: DictConfig, dcpt: pd.DataFrame, ppl: pd.DataFrame) -> list[dic
                     "X": base | {"r": t["r"].to_numpy()}})  # fmt: skip
         out.append({"name": f"general_{d}", "kind": "general", "domain": d, "rows": t, "y": t["general_loss"],
                     "X": base | {"r": 1.0 - t["r"].to_numpy()}})  # fmt: skip
-    usable = np.isfinite(dcpt["k1"]) & np.isfinite(dcpt["k2"]) & (dcpt["k2"] > 0)
+    k1, k2 = (pd.to_numeric(dcpt[k], errors="coerce") for k in ("k1", "k2"))
+    usable = np.isfinite(k1) & np.isfinite(k2) & (k2 > 0)
     for d in sorted(set(dcpt["domain"][~usable].dropna())):
         log.warning("[fit] cross: domain %s left out (no positive probe rate k2: run +sweep=probe)", d)
     t = dcpt[usable]
@@ -208,6 +214,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if len(dcpt):
         dcpt = domain_coefficients(dcpt, probe)
     source = sorted(set(ids_d) | set(ids_p) | set(ids_k))
+    if not source:
+        raise FitStageError(
+            f"no FINISHED CPT runs for domains {list(cfg.domains)} in {cfg.tracking.uri} (experiments "
+            f"{prefix}dcpt-<domain>, {prefix}ppl-regimes-<domain>): run the CPT sweeps first (dvc repro cpt_dcpt cpt_ppl)"
+        )
     reports = Path(cfg.paths.reports)
     plots = reports / "plots" / "fit"
     plots.mkdir(parents=True, exist_ok=True)
@@ -236,7 +247,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    try:
+        run(cfg)
+    except (FitStageError, tracking.TrackingError) as exc:
+        print(f"fit: error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
