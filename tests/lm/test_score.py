@@ -193,12 +193,12 @@ def test_hf_local_base(project, mlflow_uri):
     assert (project / "data" / "scores" / "medical" / "mine.parquet").is_file()
 
 
-def test_stage_exits_1_with_one_line(project, tmp_path):
+def test_stage_exits_2_with_one_line(project, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "cptlaw.stages.score", "profile=smoke", f"paths.root={project}",
          "score.base=missing", f"tracking.uri=sqlite:///{tmp_path}/m.db", f"hydra.run.dir={tmp_path}/h"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: base model dir") and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

@@ -39,7 +39,7 @@ def main(cfg: DictConfig) -> None:
         run(cfg)
     except FetchError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

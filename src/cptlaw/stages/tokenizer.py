@@ -80,7 +80,7 @@ def main(cfg: DictConfig) -> None:
         run(cfg)
     except (TokenizerError, CorpusError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
