@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from cptlaw.data.corpora import CorpusError, build_domain, domain_docs, max_char
 from cptlaw.data.extract import ExtractError
 from cptlaw.data.sources import FetchError, check_domains, is_fetched, parse_sources, select_sources
 from cptlaw.data.user_sources import user_domains, user_specs
+from cptlaw.stages import exit_on_bad_input
 
 
 def run(cfg: DictConfig) -> dict:
@@ -80,11 +80,8 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_bad_input((CorpusError, ExtractError, FetchError), "error"):
         run(cfg)
-    except (CorpusError, ExtractError, FetchError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

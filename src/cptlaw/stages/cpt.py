@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cptlaw.config import CONF_DIR, config_hash, project_root, set_threads, to_dict
+from cptlaw.stages import exit_on_bad_input
 from cptlaw.sweep_callback import cpt_experiment_name, register_resolvers
 
 register_resolvers()
@@ -254,11 +254,8 @@ def _errors() -> tuple[type[BaseException], ...]:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_bad_input(_errors(), "cpt: error"):
         run(cfg)
-    except _errors() as exc:
-        print(f"cpt: error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

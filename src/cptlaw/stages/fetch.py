@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from omegaconf import DictConfig
 from cptlaw.config import CONF_DIR
 from cptlaw.data.sources import FetchError, check_domains, fetch_all, parse_sources, select_sources
 from cptlaw.data.user_sources import user_domains
+from cptlaw.stages import exit_on_bad_input
 
 
 def run(cfg: DictConfig) -> dict[str, str]:
@@ -35,11 +35,8 @@ def run(cfg: DictConfig) -> dict[str, str]:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_bad_input(FetchError, "error"):
         run(cfg)
-    except FetchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from cptlaw import fit_plots, tracking
 from cptlaw.config import CONF_DIR, config_hash, set_threads, to_dict
 from cptlaw.fit_table import fit_table_from_experiments
 from cptlaw.laws import FitError, LawInputError, bootstrap, compare_forms, fit, get_law, ppl_optimum
+from cptlaw.stages import exit_on_bad_input
 
 log = logging.getLogger("cptlaw.fit")
 
@@ -247,11 +247,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_bad_input((FitStageError, tracking.TrackingError), "fit: error"):
         run(cfg)
-    except (FitStageError, tracking.TrackingError) as exc:
-        print(f"fit: error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ With `model=hf_local` there is nothing to pre-train: the local dir is the base m
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cptlaw.config import CONF_DIR, config_hash, set_threads, to_dict
 from cptlaw.lm.model import ModelError
+from cptlaw.stages import exit_on_bad_input
 
 STAGE = "pretrain"
 
@@ -159,11 +159,8 @@ def run(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> None:
     from cptlaw.lm.base import input_errors
 
-    try:
+    with exit_on_bad_input(input_errors(), "error"):
         run(cfg)
-    except input_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ tolerance, boundary optimum, extrapolation) are recorded in the outputs and prin
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from cptlaw.config import CONF_DIR, config_hash, set_threads, to_dict
+from cptlaw.stages import exit_on_bad_input
 
 STAGE = "recommend"
 
@@ -110,11 +110,8 @@ def errors() -> tuple[type[BaseException], ...]:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_bad_input(errors(), f"{STAGE}: error"):
         run(cfg)
-    except errors() as exc:
-        print(f"{STAGE}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cptlaw.config import CONF_DIR, config_hash
+from cptlaw.stages import exit_on_bad_input
 
 STAGE = "report"
 
@@ -60,11 +60,8 @@ def main(cfg: DictConfig) -> None:
     from cptlaw.decide.inputs import DecisionError
     from cptlaw.tracking import TrackingError
 
-    try:
+    with exit_on_bad_input((DecisionError, TrackingError), f"{STAGE}: error"):
         run(cfg)
-    except (DecisionError, TrackingError) as exc:
-        print(f"{STAGE}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

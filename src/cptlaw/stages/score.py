@@ -10,7 +10,6 @@ one MLflow run per domain (experiment `score`). All inputs are checked before an
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from omegaconf import DictConfig
 
 from cptlaw.config import CONF_DIR, config_hash, set_threads, to_dict
 from cptlaw.lm.model import ModelError
+from cptlaw.stages import exit_on_bad_input
 
 STAGE = "score"
 
@@ -141,11 +141,8 @@ def run(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> None:
     from cptlaw.lm.base import input_errors
 
-    try:
+    with exit_on_bad_input(input_errors(), "error"):
         run(cfg)
-    except input_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ or unaligned scores exit 2 with one line.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cptlaw.config import CONF_DIR, config_hash, set_threads, to_dict
+from cptlaw.stages import exit_on_bad_input
 
 STAGE = "select"
 
@@ -92,11 +92,8 @@ def errors() -> tuple[type[BaseException], ...]:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_bad_input(errors(), f"{STAGE}: error"):
         run(cfg)
-    except errors() as exc:
-        print(f"{STAGE}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

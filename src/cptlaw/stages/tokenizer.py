@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from omegaconf import DictConfig
 
 from cptlaw.config import CONF_DIR, set_threads
 from cptlaw.data.corpora import SPLITS, CorpusError, read_split
+from cptlaw.stages import exit_on_bad_input
 
 
 def run(cfg: DictConfig) -> dict:
@@ -76,11 +76,8 @@ def run(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> None:
     from cptlaw.data.tokenizer import TokenizerError
 
-    try:
+    with exit_on_bad_input((TokenizerError, CorpusError), "error"):
         run(cfg)
-    except (TokenizerError, CorpusError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

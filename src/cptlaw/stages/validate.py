@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from cptlaw.config import CONF_DIR, set_threads, to_dict
+from cptlaw.stages import exit_on_bad_input
 
 STAGE = "validate"
 
@@ -152,11 +152,8 @@ def errors() -> tuple[type[BaseException], ...]:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_bad_input(errors(), f"{STAGE}: error"):
         run(cfg)
-    except errors() as exc:
-        print(f"{STAGE}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":
