@@ -18,7 +18,7 @@ def observed_vs_predicted(obs: np.ndarray, pred: np.ndarray, title: str, path: P
     lo, hi = float(min(obs.min(), pred.min())), float(max(obs.max(), pred.max()))
     ax.plot([lo, hi], [lo, hi], "k--", lw=1)
     ax.set(xlabel="observed loss (nats)", ylabel="predicted loss (nats)", title=title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def loss_vs_r(x: dict[str, np.ndarray], y: np.ndarray, predict: Any, title: str, path: Path) -> Path:
@@ -35,7 +35,7 @@ def loss_vs_r(x: dict[str, np.ndarray], y: np.ndarray, predict: Any, title: str,
             )
     ax.set(xlabel="mixture share r", ylabel="loss (nats)", title=title)
     ax.legend(fontsize=6)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def loss_vs_d(
@@ -50,7 +50,7 @@ def loss_vs_d(
         ax.plot(d[m][o], pred[m][o], "--", color=line.get_color(), lw=1)
     ax.set(xscale="log", xlabel="tokens D", ylabel="loss (nats)", title=title)
     ax.legend(fontsize=6)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def ppl_surface(
@@ -63,10 +63,11 @@ def ppl_surface(
     ax.plot(opt.mu, opt.sigma, "r*", ms=14, label="optimum" + ("" if opt.interior else " (on boundary)"))
     ax.set(xlabel="mu", ylabel="sigma", title=title)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write a figure (creating its folder) and free it: plots go where DVC and MLflow pick them up."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

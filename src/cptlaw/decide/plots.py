@@ -12,13 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-
-def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+from cptlaw.fit_plots import save_figure  # noqa: E402
 
 
 def _band(ax: Any, ci: list[float] | None, color: str = "C1") -> None:
@@ -71,7 +65,7 @@ def usages(domain: str, rec: dict[str, Any], lg: Any, ld: Any, s: Any, path: Pat
     ax.set(xscale="log", xlabel="non-embedding params N (D = C / 6N)", ylabel="predicted domain loss (nats)",
            title=f"usage 3: compute allocation at r_d = {u3['r_domain']:.2f}")  # fmt: skip
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def cross_domain(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -80,7 +74,7 @@ def cross_domain(rows: list[dict[str, Any]], path: Path) -> Path:
     names = [str(r["held_out"]) for r in ok]
     ax.bar(names, [100 * r["mape"] for r in ok], color="C0")
     ax.set(ylabel="held-out MAPE (%)", title="cross-domain law: leave-one-domain-out")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def landscape(values: np.ndarray, chosen: np.ndarray, mu_hat: float, sigma_hat: float, stat: str, title: str,
@@ -96,7 +90,7 @@ def landscape(values: np.ndarray, chosen: np.ndarray, mu_hat: float, sigma_hat: 
     )
     ax.set(xlabel=stat, ylabel="density", title=title)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def validation_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Path) -> Path:
@@ -105,4 +99,4 @@ def validation_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: s
         ax.plot(d, loss, "o-", ms=3, label=name, lw=2 if name == "dos" else 1)
     ax.set(xscale="log", xlabel="tokens D", ylabel="domain test loss (nats)", title=title)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
