@@ -16,22 +16,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cptlaw.data.corpora import read_split
 from cptlaw.lm.model import ModelError
 from cptlaw.lm.packing import PackedDataset, encode_documents, pack
 
 
 def read_texts(corpora_dir: str | Path, domain: str, split: str) -> pd.DataFrame:
-    """`id, text` of one split (via `cptlaw.data.corpora.read_split` when the data layer provides it)."""
+    """`id, source, text` of one split (`cptlaw.data.corpora.read_split`), with the LM stages' error class."""
     path = Path(corpora_dir) / domain / f"{split}.parquet"
     if not path.is_file():
         raise ModelError(f"corpus split {path} does not exist (run the corpora stage, or check `domains`)")
-    try:
-        from cptlaw.data.corpora import read_split
-    except ImportError:
-        frame = pd.read_parquet(path, columns=["id", "text"])
-    else:
-        frame = read_split(corpora_dir, domain, split)
-    return frame.reset_index(drop=True)
+    return read_split(corpora_dir, domain, split).reset_index(drop=True)
 
 
 def shuffled_tokens(
