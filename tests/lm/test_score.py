@@ -53,6 +53,19 @@ def test_batched_equals_naive_reference(model_and_samples, max_length, stride):
         assert tokens.tolist() == [len(x) for x in samples]
 
 
+def test_chunked_output_projection_equals_reference(model_and_samples, monkeypatch):
+    """Chunks of 16 scored positions (and a ragged last chunk) give the unchunked NLL."""
+    from cptlaw.lm import score
+
+    model, samples = model_and_samples
+    assert score.head_chunk_rows(64, torch.device("cpu")) > 200  # unchunked at this vocab by default
+    monkeypatch.setattr(score, "CPU_LOGITS_CHUNK_BYTES", 1)
+    assert score.head_chunk_rows(64, torch.device("cpu")) == 16
+    ref = score_naive(model, samples, prefix_id=0, max_length=16, stride=8)
+    nll, tokens = score_token_ids(model, samples, prefix_id=0, max_length=16, stride=8, batch_tokens=4096)
+    np.testing.assert_allclose(nll / tokens, ref / tokens, rtol=0, atol=1e-5)
+
+
 def test_single_window_matches_hf_loss(model_and_samples):
     model, samples = model_and_samples
     x = samples[2]  # 16 tokens: one window of 16 with the prefix

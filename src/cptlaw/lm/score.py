@@ -108,28 +108,52 @@ class WindowBatches(torch.utils.data.Dataset):
         return collate_windows(self.windows, self.batches[i], self.pad_id)
 
 
-def _scored_logits(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], scored: torch.Tensor
-) -> torch.Tensor:
-    """Logits at the scored positions only. For Llama-style models the output projection (most of the FLOPs
-    of a tiny model with a 4k vocabulary) is applied to those positions alone, not to context or padding."""
-    mask = batch["attention_mask"]
-    mask = None if bool(mask.all()) else mask  # no padding: let SDPA use its causal fast path
-    if type(model).__name__ in FAST_HEAD_MODELS:
-        hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
-        return model.get_output_embeddings()(hidden[scored])
-    return model(input_ids=batch["input_ids"], attention_mask=mask).logits[scored]
-
-
 # Causal LMs whose logits are exactly `lm_head(decoder(x).last_hidden_state)` (no soft-capping or scaling).
 FAST_HEAD_MODELS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
+
+# Bytes of float32 logits per output-projection chunk on CPU: a chunk stays in the L2 cache between the
+# matmul that writes it and the log-softmax that reads it (benchmarks/scoring.py: 2-3x faster than one
+# batch-sized logits matrix at a 4k vocabulary).
+CPU_LOGITS_CHUNK_BYTES = 2 << 20
+
+
+def head_chunk_rows(vocab_size: int, device: torch.device) -> int:
+    """Scored positions per output-projection chunk: L2-sized on CPU, unchunked elsewhere."""
+    if device.type != "cpu":
+        return 1 << 30
+    return max(16, CPU_LOGITS_CHUNK_BYTES // (4 * vocab_size))
+
+
+def _chunked_head_nll(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """NLL of `targets` under `head(hidden)`, one cache-sized chunk of positions at a time."""
+    rows = head_chunk_rows(head.out_features, hidden.device)
+    if len(hidden) <= rows:
+        return F.cross_entropy(head(hidden).float(), targets, reduction="none")
+    return torch.cat([
+        F.cross_entropy(head(h).float(), t, reduction="none")
+        for h, t in zip(hidden.split(rows), targets.split(rows), strict=True)
+    ])  # fmt: skip
+
+
+def _scored_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor], scored: torch.Tensor) -> torch.Tensor:
+    """Token NLL at the scored positions only. For Llama-style models the output projection (most of the
+    FLOPs of a tiny model with a 4k vocabulary) is applied to those positions alone, not to context or
+    padding, in chunks (see `CPU_LOGITS_CHUNK_BYTES`)."""
+    mask = batch["attention_mask"]
+    mask = None if bool(mask.all()) else mask  # no padding: let SDPA use its causal fast path
+    targets = batch["targets"][scored]
+    head = model.get_output_embeddings()
+    if type(model).__name__ in FAST_HEAD_MODELS and isinstance(head, torch.nn.Linear):
+        hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+        return _chunked_head_nll(head, hidden[scored], targets)
+    logits = model(input_ids=batch["input_ids"], attention_mask=mask).logits[scored]
+    return F.cross_entropy(logits.float(), targets, reduction="none")
 
 
 def batch_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Summed NLL (float64, nats) of the scored targets of each row of a window batch."""
     scored = batch["targets"] != IGNORE
-    logits = _scored_logits(model, batch, scored)
-    nll = F.cross_entropy(logits.float(), batch["targets"][scored], reduction="none")
+    nll = _scored_nll(model, batch, scored)
     rows = torch.arange(scored.size(0), device=scored.device).unsqueeze(1).expand_as(scored)[scored]
     return torch.zeros(scored.size(0), dtype=torch.float64, device=nll.device).index_add_(
         0, rows, nll.double()
