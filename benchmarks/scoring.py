@@ -77,11 +77,11 @@ def main() -> None:
 
     from omegaconf import OmegaConf
 
-    from cptlaw.config import set_threads
+    from cptlaw.cpu import setup_cpu
     from cptlaw.lm.model import build_model, load_causal_lm
     from cptlaw.lm.score import score_naive, score_token_ids
 
-    set_threads(args.threads)
+    setup_cpu(args.threads)
     base = ROOT / "models" / "base" / args.size
     if (base / "config.json").is_file():
         model, origin = load_causal_lm(base), str(base)

@@ -21,7 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from cptlaw.config import set_threads
+from cptlaw.cpu import setup_cpu
 from cptlaw.lm.cpt import EvalCallback
 from cptlaw.lm.model import build_model
 from cptlaw.lm.module import CausalLMModule, lr_at, token_nll
@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-progress-bar", action="store_true")
     args = ap.parse_args()
-    set_threads(args.threads)
+    setup_cpu(args.threads)
     rng = np.random.default_rng(0)
     rows = rng.integers(0, args.vocab, size=(args.steps * args.batch_size, args.seq_len + 1), dtype=np.int32)
     loader = torch.utils.data.DataLoader(PackedDataset(rows), batch_size=args.batch_size, shuffle=False)

@@ -51,15 +51,3 @@ def config_hash(cfg: DictConfig | dict, *, length: int = 16) -> str:
     """Stable hash of a (sub)config: same settings → same hash, used to skip finished runs."""
     blob = json.dumps(to_dict(cfg), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
-
-
-def set_threads(n: int) -> None:
-    """Pin torch and BLAS threads: two jobs × two threads on two cores ran 14× slower (design.md)."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(n)
-    try:
-        import torch
-
-        torch.set_num_threads(n)
-    except ImportError:  # the fit stage does not need torch
-        pass

@@ -20,7 +20,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from cptlaw.config import CONF_DIR, config_hash, project_root, set_threads, to_dict
+from cptlaw.config import CONF_DIR, config_hash, project_root, to_dict
+from cptlaw.cpu import setup_cpu
 from cptlaw.stages import exit_on_bad_input
 from cptlaw.sweep_callback import cpt_experiment_name, register_resolvers
 
@@ -139,7 +140,7 @@ def _git_rev() -> str:
 
 def run(cfg: DictConfig) -> dict:
     """The stage body (tests call it with a composed config). Returns the run's summary."""
-    set_threads(int(cfg.threads))
+    setup_cpu(int(cfg.threads))
     from cptlaw import tracking
 
     tracking.configure_from(cfg.tracking)

@@ -27,7 +27,8 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from cptlaw import fit_plots, tracking
-from cptlaw.config import CONF_DIR, config_hash, set_threads, to_dict
+from cptlaw.config import CONF_DIR, config_hash, to_dict
+from cptlaw.cpu import setup_cpu
 from cptlaw.fit_table import fit_table_from_experiments
 from cptlaw.laws import FitError, LawInputError, bootstrap, compare_forms, fit, get_law, ppl_optimum
 from cptlaw.stages import exit_on_bad_input
@@ -205,7 +206,7 @@ def _metrics(results: dict[str, Any]) -> dict[str, Any]:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
-    set_threads(int(cfg.threads))
+    setup_cpu(int(cfg.threads))
     tracking.configure_from(cfg.tracking)
     prefix = str(cfg.tracking.get("experiment_prefix") or "")
     dcpt, ids_d = fit_table_from_experiments([f"{prefix}dcpt-{d}" for d in cfg.domains])

@@ -16,7 +16,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from cptlaw.config import CONF_DIR, config_hash, set_threads, to_dict
+from cptlaw.config import CONF_DIR, config_hash, to_dict
+from cptlaw.cpu import setup_cpu
 from cptlaw.lm.model import ModelError
 from cptlaw.stages import exit_on_bad_input
 
@@ -113,7 +114,7 @@ def tracking_name(cfg: DictConfig) -> str:
 
 def run(cfg: DictConfig) -> dict:
     """The stage body (tests call this with a composed config)."""
-    set_threads(int(cfg.pretrain.get("threads") or cfg.threads))
+    setup_cpu(int(cfg.pretrain.get("threads") or cfg.threads))
     from cptlaw import tracking
     from cptlaw.lm.base import base_model_dir, load_tokenizer
     from cptlaw.lm.datamodule import LMDataModule

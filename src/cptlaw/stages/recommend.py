@@ -20,7 +20,8 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from cptlaw.config import CONF_DIR, config_hash, set_threads, to_dict
+from cptlaw.config import CONF_DIR, config_hash, to_dict
+from cptlaw.cpu import setup_cpu
 from cptlaw.stages import exit_on_bad_input
 
 STAGE = "recommend"
@@ -46,7 +47,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from cptlaw.decide.usages import cross_domain_table, domain_usages
 
     t0 = time.perf_counter()
-    set_threads(int(cfg.threads))
+    setup_cpu(int(cfg.threads))
     tracking.configure_from(cfg.tracking)  # before anything is written: an unreachable server fails fast
     c = cfg.recommend
     reports = Path(cfg.paths.reports)

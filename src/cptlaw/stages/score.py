@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from cptlaw.config import CONF_DIR, config_hash, set_threads, to_dict
+from cptlaw.config import CONF_DIR, config_hash, to_dict
+from cptlaw.cpu import setup_cpu
 from cptlaw.lm.model import ModelError
 from cptlaw.stages import exit_on_bad_input
 
@@ -73,7 +74,7 @@ def write_landscape_plots(
 
 def run(cfg: DictConfig) -> dict:
     """The stage body (tests call this with a composed config)."""
-    set_threads(int(cfg.score.get("threads") or cfg.threads))
+    setup_cpu(int(cfg.score.get("threads") or cfg.threads))
     from cptlaw import tracking
     from cptlaw.lm.base import base_model_dir, base_model_info, base_model_label, tokenizer_for
     from cptlaw.lm.model import check_vocab, load_causal_lm

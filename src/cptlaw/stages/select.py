@@ -18,7 +18,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from cptlaw.config import CONF_DIR, config_hash, set_threads, to_dict
+from cptlaw.config import CONF_DIR, config_hash, to_dict
+from cptlaw.cpu import setup_cpu
 from cptlaw.stages import exit_on_bad_input
 
 STAGE = "select"
@@ -30,7 +31,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from cptlaw.decide.inputs import load_fit_table, load_fits
     from cptlaw.decide.selection import read_pool, select_domain, write_selection
 
-    set_threads(int(cfg.threads))
+    setup_cpu(int(cfg.threads))
     tracking.configure_from(cfg.tracking)  # before anything is written: an unreachable server fails fast
     c = cfg[STAGE]
     reports = Path(cfg.paths.reports)

@@ -14,14 +14,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from cptlaw.config import CONF_DIR, set_threads
+from cptlaw.config import CONF_DIR
+from cptlaw.cpu import setup_cpu
 from cptlaw.data.corpora import SPLITS, CorpusError, read_split
 from cptlaw.stages import exit_on_bad_input
 
 
 def run(cfg: DictConfig) -> dict:
     os.environ.setdefault("RAYON_NUM_THREADS", str(cfg.threads))  # the tokenizers thread pool
-    set_threads(int(cfg.threads))
+    setup_cpu(int(cfg.threads))
     from cptlaw.data.tokenizer import count_tokens, load_tokenizer, save_tokenizer, train_bpe
 
     t = cfg.tokenizer

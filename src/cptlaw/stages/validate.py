@@ -20,7 +20,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from cptlaw.config import CONF_DIR, set_threads, to_dict
+from cptlaw.config import CONF_DIR, to_dict
+from cptlaw.cpu import setup_cpu
 from cptlaw.stages import exit_on_bad_input
 
 STAGE = "validate"
@@ -122,7 +123,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from cptlaw.decide.inputs import load_fits
 
     t0 = time.perf_counter()
-    set_threads(int(cfg.threads))
+    setup_cpu(int(cfg.threads))
     from cptlaw import tracking
 
     tracking.configure_from(cfg.tracking)
