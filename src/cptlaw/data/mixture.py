@@ -29,10 +29,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cptlaw.data import corpora
 from cptlaw.data.subsets import PplStats, Regime, check_aligned, ppl_stats, read_scores, select
 from cptlaw.lm.packing import PackedDataset, encode_documents, pack
-
-SPLIT_COLUMNS = ("id", "source", "text")
 
 
 class MixtureError(ValueError):
@@ -40,17 +39,11 @@ class MixtureError(ValueError):
 
 
 def read_split(corpora_dir: str | Path, domain: str, split: str) -> pd.DataFrame:
-    """`<corpora_dir>/<domain>/<split>.parquet` (`id, source, text`); one-line `MixtureError` if missing."""
-    path = Path(corpora_dir) / domain / f"{split}.parquet"
-    if not path.is_file():
-        raise MixtureError(
-            f"corpus split {path} does not exist (unknown domain '{domain}' or corpora not built)"
-        )
-    df = pd.read_parquet(path)
-    missing = [c for c in SPLIT_COLUMNS if c not in df.columns]
-    if missing:
-        raise MixtureError(f"corpus split {path} lacks columns {missing}")
-    return df.reset_index(drop=True)
+    """One corpus split (`cptlaw.data.corpora.read_split`), with the mixture's one-line error class."""
+    try:
+        return corpora.read_split(corpora_dir, domain, split).reset_index(drop=True)
+    except (corpora.CorpusError, ValueError, OSError, KeyError) as e:  # or a corrupt, column-less parquet
+        raise MixtureError(f"{e} (unknown domain '{domain}' or corpora not built?)") from e
 
 
 @dataclass

@@ -224,13 +224,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     plots = reports / "plots" / "fit"
     plots.mkdir(parents=True, exist_ok=True)
     (reports / "metrics").mkdir(parents=True, exist_ok=True)
-    pd.concat([dcpt.assign(study="dcpt"), ppl.assign(study="ppl_regimes")]).to_csv(
-        reports / "fit_table.csv", index=False
-    )
     log.info("[fit] %d source runs, %d dcpt rows, %d ppl-regime rows", len(source), len(dcpt), len(ppl))
     results = {tg["name"]: _fit_target(cfg, tg, plots) for tg in _targets(cfg, dcpt, ppl)}
     fits = {"targets": results, "n_source_runs": len(source), "source_run_ids": source,
             "config": to_dict(cfg.fit), "config_hash": config_hash(cfg.fit), "wall_s": time.perf_counter() - t0}  # fmt: skip
+    # Written only once every fit is done, so a crash part-way leaves the previous table and fits together.
+    pd.concat([dcpt.assign(study="dcpt"), ppl.assign(study="ppl_regimes")]).to_csv(
+        reports / "fit_table.csv", index=False
+    )
     (reports / "fits.json").write_text(json.dumps(fits, indent=1, default=float))
     metrics = _metrics(results)
     (reports / "metrics" / "fit.json").write_text(json.dumps(metrics, indent=1, default=float))
