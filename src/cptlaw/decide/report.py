@@ -17,6 +17,22 @@ def _f(x: Any, fmt: str = ".4g") -> str:
         return str(x)
 
 
+R2_FLOOR, MAPE_CEIL = -10.0, 10.0  # held-out scores past these print as bounds; exact values stay in the JSON
+
+
+def _r2(x: Any) -> str:
+    """Held-out R²: far extrapolations (a tiny denominator) print as `< -10` rather than -1.6e18."""
+    return f"< {R2_FLOOR:g}" if x is not None and float(x) < R2_FLOOR else _f(x, ".3f")
+
+
+def _mape(x: Any) -> str:
+    return (
+        "—"
+        if x is None
+        else (f"> {100 * MAPE_CEIL:g}%" if float(x) > MAPE_CEIL else f"{100 * float(x):.2f}%")
+    )
+
+
 def _ci(ci: Any, fmt: str = ".3g") -> str:
     return f"[{_f(ci[0], fmt)}, {_f(ci[1], fmt)}]" if ci else "—"
 
@@ -40,9 +56,7 @@ def fits_section(fits: dict, reports: Path, min_runs_warn: int) -> tuple[list[st
         cmp_ = tg.get("comparison") or {}
         held = {}
         for s in cmp_.get("summary", []):
-            held.setdefault(s["form"], []).append(
-                f"{s['split']}: R² {_f(s['r2'], '.3f')}, MAPE {_f(100 * s['mape'], '.2f')}%"
-            )
+            held.setdefault(s["form"], []).append(f"{s['split']}: R² {_r2(s['r2'])}, MAPE {_mape(s['mape'])}")
         for law, f in tg.get("fits", {}).items():
             best = " (best held-out)" if cmp_.get("best_overall") == law else ""
             rows.append([name, law + best, tg.get("n_runs", "?"), _f(f["r2"], ".4f"), _f(f["huber"], ".3g"),
@@ -63,6 +77,10 @@ def fits_section(fits: dict, reports: Path, min_runs_warn: int) -> tuple[list[st
                 f"`{name}` is fitted on only {n_runs} runs (< {min_runs_warn}): its parameters and decisions are fragile"
             )
     lines += _table(["target", "law", "runs", "R² (fit)", "Huber (fit)", "held-out"], rows) + [""]
+    lines += [f"Held-out: per split, the points at one value of N, D, r (or one regime / domain) are left out in turn and "
+              f"predicted from the rest; R² below "
+              f"{R2_FLOOR:g} and MAPE above {100 * MAPE_CEIL:g}% print as bounds (far extrapolation; exact values in "
+              "`fits.json`).", ""]  # fmt: skip
     for p in sorted((reports / "plots" / "fit").glob("*_obs_pred.png"))[:6]:
         lines += _img(p, reports, p.stem)
     return lines, diags
@@ -96,8 +114,8 @@ def recommend_section(rec: dict | None, reports: Path) -> list[str]:
     cd = rec.get("cross_domain", {})
     if cd.get("rows"):
         lines += _table(["held-out domain", "form", "test points", "RMSE", "MAPE", "R²", "own-fit RMSE"],
-                        [[r["held_out"], r["form"], r["n_test"], _f(r["rmse"]), _f(100 * r["mape"], ".2f") + "%" if r.get("mape") is not None else "—",
-                          _f(r["r2"], ".3f"), _f(r["own_fit_rmse"])] for r in cd["rows"]])  # fmt: skip
+                        [[r["held_out"], r["form"], r["n_test"], _f(r["rmse"]), _mape(r.get("mape")),
+                          _r2(r["r2"]), _f(r["own_fit_rmse"])] for r in cd["rows"]])  # fmt: skip
         lines += [
             "",
             "Own-fit RMSE: the in-sample error of the domain's own D-CPT fit (a floor for the cross-domain prediction).",
