@@ -186,3 +186,18 @@ def test_report_renders_after_recommend_and_select(project, synth):
     from cptlaw import tracking
 
     assert len(tracking.runs_frame(["report"])) == 2
+
+
+def test_usage3_refuses_a_single_model_size():
+    from types import SimpleNamespace
+
+    from cptlaw.decide.usages import Setting, usage_compute
+
+    law = SimpleNamespace(name="dcpt", choice="best", form=get_law("dcpt"), params=DOMAIN)
+    s = Setting(n_params=1e5, n_tokens=8e4, domain_tokens=4e4, compute=6 * 1e5 * 8e4, lg0=3.0, notes=[])
+    one = pd.DataFrame({"domain": "code", "N": [1e5] * 3, "D": [2e4, 4e4, 8e4], "r": [0.2, 0.5, 1.0]})
+    out = usage_compute(law, one, s, 0.5, None)
+    assert "n_params" not in out and out["error"].startswith("needs runs at >= 2 model sizes, have N=1e+05")
+    assert "dcpt-code" in out["error"]
+    two = one.assign(N=[1e5, 3e5, 1e5])
+    assert usage_compute(law, two, s, 0.5, None)["n_params"] > 0

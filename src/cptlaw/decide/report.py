@@ -96,6 +96,7 @@ def recommend_section(rec: dict | None, reports: Path) -> list[str]:
         u1, u2, u3 = r["tradeoff"], r["limited_data"], r["compute"]
         rows.append([d, f"{_f(u1.get('r_domain'), '.3f')} {_ci(u1.get('ci'))} ({u1.get('status', u1.get('error'))})",
                      f"{_f(u2['r_domain'], '.3f')} {_ci(u2.get('ci'))}" + (" boundary" if u2["on_boundary"] else ""),
+                     "not computed (see below)" if u3.get("error") else
                      f"N* {_f(u3.get('n_params'), '.3g')} {_ci((u3.get('ci') or {}).get('n_params'))}, "
                      f"D* {_f(u3.get('n_tokens'), '.3g')}"])  # fmt: skip
     lines += [f"Intervals: {lvl:.0%} run-bootstrap percentile CIs (whole runs resampled, law refitted).", ""]
@@ -105,6 +106,7 @@ def recommend_section(rec: dict | None, reports: Path) -> list[str]:
         notes = [
             *r.get("notes", []),
             *(u.get("message") for u in (r["tradeoff"], r["limited_data"], r["compute"])),
+            r["compute"].get("error") and f"usage 3 not computed: {r['compute']['error']}",
         ]
         lines += [f"- {d}: {m}" for m in notes if m]
         lines += _img(reports / "plots" / "recommend" / f"{d}_usages.png", reports, f"{d} usages")

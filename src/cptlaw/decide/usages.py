@@ -154,6 +154,13 @@ def usage_limited_data(ld: Law, rows: pd.DataFrame, s: Setting, c: Any, boot: di
 def usage_compute(ld: Law, rows: pd.DataFrame, s: Setting, r: float, boot: dict | None) -> dict[str, Any]:
     """Usage 3: loss-optimal (N, D) at fixed compute C = 6ND and fixed domain share r (domain law)."""
     out: dict[str, Any] = {"law": ld.name, "law_choice": ld.choice, "compute": s.compute, "r_domain": r}
+    sizes = np.unique(rows["N"].to_numpy(float))
+    if len(sizes) < 2:
+        out["error"] = (
+            f"needs runs at >= 2 model sizes, have N={sizes[0]:.3g} only: the N term is not identified; add bases "
+            f"to the domain's sweep ({SWEEP_HINT['domain'].format(d=rows['domain'].iloc[0])} with more `bases`)"
+        )
+        return out
     try:
         a = compute_optimal(ld.form, ld.params, s.compute, r)
     except LawInputError as exc:
