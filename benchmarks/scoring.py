@@ -3,7 +3,12 @@
 Same model, same samples, same process. Prints tokens/s of both, the ratio, and the batched scorer's
 achieved FLOP/s as a share of a matmul peak measured here at the model's width.
 
+The allocator changes the answer, so by default both loops are measured twice, each time in a fresh process:
+with glibc's default allocator (how a plain perplexity script runs) and with the allocator set-up every
+cptlaw stage applies (`cptlaw.cpu.keep_freed_memory`), which speeds the naive loop up far more than ours.
+
     .venv/bin/python benchmarks/scoring.py [--size s] [--domain medical] [--n-samples 400] [--threads 1]
+        [--allocator both|default|cptlaw] [--breakdown]
 
 Uses the real corpus/tokenizer when `data/` holds them, else random token samples of similar lengths.
 """
@@ -11,6 +16,9 @@ Uses the real corpus/tokenizer when `data/` holds them, else random token sample
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -59,6 +67,43 @@ def load_samples(domain: str, n: int, vocab: int, seed: int = 0) -> tuple[list[n
     return [rng.integers(1, vocab, size=int(rng.integers(20, 400))) for _ in range(n)], "random tokens"
 
 
+def breakdown(model, samples: list[np.ndarray], max_length: int, stride: int, batch_tokens: int) -> None:
+    """Seconds per part of the work, both ways: where the batched scorer gains and where it cannot."""
+    from cptlaw.lm.score import IGNORE, WindowBatches, _chunked_head_nll, make_windows, rolling_windows
+
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    fast = dict.fromkeys(("decoder", "head + log-softmax (scored positions)"), 0.0)
+    slow = dict.fromkeys(("decoder", "head (all positions)", "log-softmax (float64)"), 0.0)
+    data = WindowBatches(make_windows(samples, 0, max_length, stride), batch_tokens, pad_id=0)
+    with torch.inference_mode():
+        for i in range(len(data)):
+            b = data[i]
+            mask, scored = (
+                (None if bool(b["attention_mask"].all()) else b["attention_mask"]),
+                b["targets"] != IGNORE,
+            )
+            t0 = time.perf_counter()
+            h = decoder(input_ids=b["input_ids"], attention_mask=mask).last_hidden_state[scored]
+            t1 = time.perf_counter()
+            _chunked_head_nll(head, h, b["targets"][scored])
+            fast["decoder"] += t1 - t0
+            fast["head + log-softmax (scored positions)"] += time.perf_counter() - t1
+        for x in samples:
+            t = torch.as_tensor(np.concatenate([[0], x]))
+            for a, e, _ in rolling_windows(len(x), max_length, stride):
+                t0 = time.perf_counter()
+                h = decoder(input_ids=t[a:e].unsqueeze(0)).last_hidden_state[0]
+                t1 = time.perf_counter()
+                logits = head(h)
+                t2 = time.perf_counter()
+                torch.log_softmax(logits.double(), dim=-1)
+                slow["decoder"] += t1 - t0
+                slow["head (all positions)"] += t2 - t1
+                slow["log-softmax (float64)"] += time.perf_counter() - t2
+    for name, parts in (("batched scorer", fast), ("naive loop", slow)):
+        print(f"{name:20s}: " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -73,7 +118,24 @@ def main() -> None:
     ap.add_argument(
         "--threads", type=int, default=1, help="2 threads ran 4-5x slower next to other jobs here"
     )
+    ap.add_argument(
+        "--breakdown", action="store_true", help="also time decoder / head / log-softmax both ways"
+    )
+    ap.add_argument("--allocator", choices=["both", "default", "cptlaw"], default="both",
+                    help="glibc defaults, cptlaw's set-up, or both (each in its own process)")  # fmt: skip
     args = ap.parse_args()
+    if args.allocator == "both":
+        from cptlaw.cpu import ALLOCATOR_ENV
+
+        env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
+        for mode in ("default", "cptlaw"):
+            print(f"== allocator: {mode}", flush=True)
+            subprocess.run(
+                [sys.executable, __file__, *sys.argv[1:], "--allocator", mode], env=env, check=True
+            )
+        return
+    if args.allocator == "default":
+        os.environ["CPTLAW_KEEP_FREED_MEMORY"] = "0"
 
     from omegaconf import OmegaConf
 
@@ -115,6 +177,8 @@ def main() -> None:
     print(f"  medians of {args.repeats} alternating runs after a warm-up run; per-run ratios {ratios}")
     print(f"achieved            : {flops / 1e9:10.2f} GFLOP/s = {100 * flops / peak:.0f}% of a {peak / 1e9:.1f} GFLOP/s "
           f"matmul peak at width {model.config.hidden_size}")  # fmt: skip
+    if args.breakdown:
+        breakdown(model, samples, args.max_length, args.stride, args.batch_tokens)
 
 
 if __name__ == "__main__":

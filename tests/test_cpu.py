@@ -25,8 +25,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _faults(mode: str) -> int:
-    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
+def _faults(mode: str, **extra_env: str) -> int:
+    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV} | extra_env
     out = subprocess.run(
         [sys.executable, "-c", FAULTS, mode], env=env, capture_output=True, text=True, check=True
     )
@@ -36,9 +36,10 @@ def _faults(mode: str) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
 def test_reallocated_blocks_are_not_faulted_in_again():
     pages = (40 << 20) // 4096
-    untuned, tuned = _faults("plain"), _faults("tuned")
+    untuned, tuned, off = _faults("plain"), _faults("tuned"), _faults("tuned", CPTLAW_KEEP_FREED_MEMORY="0")
     assert untuned > 10 * pages  # every block a fresh mmap: faulted in page by page, 20 times
     assert tuned < 3 * pages  # the first block's pages, then reused from the heap
+    assert off > 10 * pages  # the opt-out leaves glibc's defaults
 
 
 def test_children_inherit_the_setting_and_user_values_win(monkeypatch):

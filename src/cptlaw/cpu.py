@@ -5,7 +5,8 @@ returns them on free, so every activation, gradient and logits tensor of a tiny 
 anew, step after step. Measured here (`benchmarks/train_overhead.py`, `benchmarks/scoring.py`): training
 ran 41% faster and scoring 35-60% faster once freed memory stays in the heap, and kernel time fell from a
 third of the run to ~1%. PyTorch's CPU tuning guide gets the same effect by preloading jemalloc/tcmalloc;
-`mallopt` needs no extra library. Values the user already set in the environment win.
+`mallopt` needs no extra library. Values the user already set in the environment win;
+`CPTLAW_KEEP_FREED_MEMORY=0` turns it off (glibc's defaults, e.g. to compare or on a memory-tight box).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def set_threads(n: int) -> None:
 
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds in this process and, via the environment, in its children
-    (ddp_spawn workers, joblib jobs). False where the C library has no `mallopt` (macOS, musl)."""
+    (ddp_spawn workers, joblib jobs). False when turned off or where the C library has no `mallopt`."""
+    if os.environ.get("CPTLAW_KEEP_FREED_MEMORY") == "0":
+        return False
     for var, value in ALLOCATOR_ENV.items():
         os.environ.setdefault(var, str(value))
     try:
