@@ -81,3 +81,16 @@ def test_killed_sweep_resumes_without_duplicates(cpt_project, mlflow_uri, tmp_pa
     assert len(done) == 4 and done["params.config_hash"].nunique() == 4 and first <= set(done.run_id)
     assert len(runs("FAILED")) == 1 and len(runs("RUNNING")) == 0
     assert sorted(parents()["status"]) == ["FAILED", "FINISHED"]
+
+
+def test_identical_cells_of_one_parallel_sweep_train_once(cpt_project, mlflow_uri, tmp_path):
+    """Two jobs with the same config hash start together (joblib, 2 processes): the second waits on the
+    first's lock, then skips it."""
+    from cptlaw import tracking
+
+    proc = sweep(cpt_project, tmp_path, "dup", "hydra/launcher=joblib2", "cpt.sweeps.dcpt_grid.ratios=[0.5,0.5]",
+                 "cpt.sweeps.dcpt_grid.n_tokens=[640]", f"paths.reports={tmp_path}/r")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tracking.configure(mlflow_uri)
+    assert len(runs("FINISHED")) == 1 and len(runs()) == 1, proc.stdout
+    assert proc.stdout.count("skip: finished as run") == 1

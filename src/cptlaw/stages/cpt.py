@@ -3,8 +3,8 @@
     python -m cptlaw.stages.cpt cpt.domain=medical cpt.base=s cpt.r=0.5 cpt.n_tokens=100000
     python -m cptlaw.stages.cpt -m +sweep=dcpt_grid profile=demo hydra/launcher=joblib2
 
-Order: check every input (one-line error, exit 2, no run created) → config hash → skip if a FINISHED run has
-it → build the mixture and test sets → open the run (FAILED with its error on any exception) → train with
+Order: check every input (one-line error, exit 2, no run created) → config hash → take a file lock on it
+(identical cells of one parallel sweep run once) → skip if a FINISHED run has it → build the mixture and test sets → open the run (FAILED with its error on any exception) → train with
 evaluations → log the curves, final metrics, resolved config and loss plot. A result file
 (`cpt_result.json`) in the Hydra job dir lets the sweep callback summarise the sweep.
 """
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+from filelock import FileLock
 from omegaconf import DictConfig
 
 from cptlaw.config import CONF_DIR, config_hash, project_root, to_dict
@@ -148,6 +149,16 @@ def run(cfg: DictConfig) -> dict:
     c = cfg.cpt
     summary = {"experiment": p.experiment, "config_hash": p.config_hash, "domain": str(c.domain),
                "base": p.base_id, "regime": str(c.regime), "r": float(c.r), "n_tokens": int(c.n_tokens)}  # fmt: skip
+    lock = Path(cfg.paths.outputs) / "locks" / f"{p.experiment}-{p.config_hash}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock):  # identical cells of one parallel sweep: the second waits for the first, then skips
+        return _skip_or_train(cfg, p, summary)
+
+
+def _skip_or_train(cfg: DictConfig, p: Plan, summary: dict) -> dict:
+    from cptlaw import tracking
+
+    c = cfg.cpt
     done = tracking.find_finished(p.experiment, p.config_hash)
     if done and not c.force:
         print(f"[cpt] skip: finished as run {done}")
