@@ -109,3 +109,21 @@ def test_notebook_executes_against_the_store(project):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any(o.output_type == "display_data" for o in outputs)  # the plots were drawn
+
+
+def test_mlflow_run_main_entry_point_runs_the_pipeline_as_a_dvc_experiment(project):
+    """`mlflow run . -e main` = `dvc exp run -S profile=…`: one FINISHED MLflow run, one DVC experiment, and
+    nothing re-run (the pipeline is up to date)."""
+    root, env, _ = project
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    out = _sh([str(Path(sys.executable).with_name("mlflow")), "run", str(root), "-e", "main", "--env-manager",
+               "local", "--experiment-name", "pipeline", "-P", "profile=smoke"],
+              root, env | {"MLFLOW_TRACKING_URI": uri}, timeout=900)  # fmt: skip
+    assert "Running stage" not in out, out[-3000:]
+    exps = _sh(["dvc", "exp", "list", "--name-only"], root, env).split()
+    assert len(exps) == 1, exps
+    from cptlaw import tracking
+
+    tracking.configure(uri)
+    runs = tracking.runs_frame(["pipeline"], finished_only=False)
+    assert list(runs["status"]) == ["FINISHED"]
