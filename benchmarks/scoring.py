@@ -69,7 +69,7 @@ def load_samples(domain: str, n: int, vocab: int, seed: int = 0) -> tuple[list[n
 
 def breakdown(model, samples: list[np.ndarray], max_length: int, stride: int, batch_tokens: int) -> None:
     """Seconds per part of the work, both ways: where the batched scorer gains and where it cannot."""
-    from cptlaw.lm.score import IGNORE, WindowBatches, _chunked_head_nll, make_windows, rolling_windows
+    from cptlaw.lm.score import IGNORE, WindowBatches, head_nll, make_windows, rolling_windows, scored_hidden
 
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     fast = dict.fromkeys(("decoder", "head + log-softmax (scored positions)"), 0.0)
@@ -78,14 +78,11 @@ def breakdown(model, samples: list[np.ndarray], max_length: int, stride: int, ba
     with torch.inference_mode():
         for i in range(len(data)):
             b = data[i]
-            mask, scored = (
-                (None if bool(b["attention_mask"].all()) else b["attention_mask"]),
-                b["targets"] != IGNORE,
-            )
+            scored = b["targets"] != IGNORE
             t0 = time.perf_counter()
-            h = decoder(input_ids=b["input_ids"], attention_mask=mask).last_hidden_state[scored]
+            h = scored_hidden(model, b, scored)
             t1 = time.perf_counter()
-            _chunked_head_nll(head, h, b["targets"][scored])
+            head_nll(head, h, b["targets"][scored])
             fast["decoder"] += t1 - t0
             fast["head + log-softmax (scored positions)"] += time.perf_counter() - t1
         for x in samples:

@@ -2,9 +2,9 @@
 
 Why the allocator: glibc serves blocks above a dynamic threshold (128 KiB at start) with fresh `mmap`s and
 returns them on free, so every activation, gradient and logits tensor of a tiny model is page-faulted in
-anew, step after step. Measured here (`benchmarks/train_overhead.py`, `benchmarks/scoring.py`): training
-ran 41% faster and scoring 35-60% faster once freed memory stays in the heap, and kernel time fell from a
-third of the run to ~1%. PyTorch's CPU tuning guide gets the same effect by preloading jemalloc/tcmalloc;
+anew, step after step. Measured here once freed memory stays in the heap: training +37%
+(`benchmarks/train_overhead.py`, kernel time from a third of the run to ~1%), the per-sample scoring loop
++38% (`benchmarks/scoring.py`; the batched scorer allocates little and barely changes). PyTorch's CPU tuning guide gets the same effect by preloading jemalloc/tcmalloc;
 `mallopt` needs no extra library. Values the user already set in the environment win;
 `CPTLAW_KEEP_FREED_MEMORY=0` turns it off (glibc's defaults, e.g. to compare or on a memory-tight box).
 """

@@ -124,29 +124,38 @@ def head_chunk_rows(vocab_size: int, device: torch.device) -> int:
     return max(16, CPU_LOGITS_CHUNK_BYTES // (4 * vocab_size))
 
 
-def _chunked_head_nll(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """NLL of `targets` under `head(hidden)`, one cache-sized chunk of positions at a time."""
+def head_nll(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """NLL of `targets` under the output projection `head(hidden)`, one cache-sized chunk at a time."""
     rows = head_chunk_rows(head.out_features, hidden.device)
-    if len(hidden) <= rows:
-        return F.cross_entropy(head(hidden).float(), targets, reduction="none")
     return torch.cat([
         F.cross_entropy(head(h).float(), t, reduction="none")
         for h, t in zip(hidden.split(rows), targets.split(rows), strict=True)
     ])  # fmt: skip
 
 
+def _mask(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """The attention mask, or None without padding (SDPA then takes its causal fast path)."""
+    mask = batch["attention_mask"]
+    return None if bool(mask.all()) else mask
+
+
+def scored_hidden(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], scored: torch.Tensor
+) -> torch.Tensor:
+    """Last hidden states at the scored positions of a window batch (a `FAST_HEAD_MODELS` decoder)."""
+    hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=_mask(batch)).last_hidden_state
+    return hidden[scored]
+
+
 def _scored_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor], scored: torch.Tensor) -> torch.Tensor:
     """Token NLL at the scored positions only. For Llama-style models the output projection (most of the
     FLOPs of a tiny model with a 4k vocabulary) is applied to those positions alone, not to context or
     padding, in chunks (see `CPU_LOGITS_CHUNK_BYTES`)."""
-    mask = batch["attention_mask"]
-    mask = None if bool(mask.all()) else mask  # no padding: let SDPA use its causal fast path
     targets = batch["targets"][scored]
     head = model.get_output_embeddings()
     if type(model).__name__ in FAST_HEAD_MODELS and isinstance(head, torch.nn.Linear):
-        hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
-        return _chunked_head_nll(head, hidden[scored], targets)
-    logits = model(input_ids=batch["input_ids"], attention_mask=mask).logits[scored]
+        return head_nll(head, scored_hidden(model, batch, scored), targets)
+    logits = model(input_ids=batch["input_ids"], attention_mask=_mask(batch)).logits[scored]
     return F.cross_entropy(logits.float(), targets, reduction="none")
 
 

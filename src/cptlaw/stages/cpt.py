@@ -4,9 +4,10 @@
     python -m cptlaw.stages.cpt -m +sweep=dcpt_grid profile=demo hydra/launcher=joblib2
 
 Order: check every input (one-line error, exit 2, no run created) → config hash → take a file lock on it
-(identical cells of one parallel sweep run once) → skip if a FINISHED run has it → build the mixture and test sets → open the run (FAILED with its error on any exception) → train with
-evaluations → log the curves, final metrics, resolved config and loss plot. A result file
-(`cpt_result.json`) in the Hydra job dir lets the sweep callback summarise the sweep.
+(identical cells of one parallel sweep run once) → skip if a FINISHED run has it → build the mixture and
+test sets → open the run (FAILED with its error on any exception) → train with evaluations → log the
+curves, final metrics, resolved config and loss plot. A result file (`cpt_result.json`) in the Hydra job
+dir lets the sweep callback summarise the sweep.
 """
 
 from __future__ import annotations
