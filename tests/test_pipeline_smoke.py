@@ -127,3 +127,24 @@ def test_mlflow_run_main_entry_point_runs_the_pipeline_as_a_dvc_experiment(proje
     tracking.configure(uri)
     runs = tracking.runs_frame(["pipeline"], finished_only=False)
     assert list(runs["status"]) == ["FINISHED"]
+
+
+def test_outputs_travel_through_a_dvc_remote_to_a_fresh_clone(project, tmp_path):
+    """A DVC remote (here a directory; S3/GCS/SSH remotes are the same commands): `dvc push` from the project,
+    then a fresh `git clone` + `dvc pull` restores every cached output byte for byte and `dvc status` is clean."""
+    root, env, _ = project
+    remote = tmp_path / "remote"
+    _sh(["dvc", "remote", "add", "-d", "store", str(remote)], root, env)
+    _sh(["dvc", "push"], root, env)
+    _sh(["git", "add", "-A"], root, env)
+    _sh(["git", "commit", "-qm", "pipeline outputs"], root, env)
+    clone = tmp_path / "clone"
+    _sh(["git", "clone", "-q", str(root), str(clone)], tmp_path, env)
+    assert not (clone / "data").exists() and not (clone / "models").exists()  # only git's files came along
+    _sh(["dvc", "pull"], clone, env)
+    assert "up to date" in _sh(["dvc", "status"], clone, env)
+    for rel in ("data/scores", "data/selected", "data/tokenizer", "models/base"):
+        ours = sorted(p.relative_to(root) for p in (root / rel).rglob("*") if p.is_file())
+        theirs = sorted(p.relative_to(clone) for p in (clone / rel).rglob("*") if p.is_file())
+        assert ours and ours == theirs, rel
+        assert all((root / p).read_bytes() == (clone / p).read_bytes() for p in ours), rel
