@@ -83,6 +83,7 @@ def test_run_logs_schema_lowers_domain_loss_and_skips(env, capsys):
         ({"domain": "code", "regime": "c50w20"}, "needs perplexity scores"),
         ({"n_tokens": 10**7, "on_short_data": "error"}, "needs .* tokens but holds"),
         ({"lr_factor": 2.0}, "re-warming"),
+        ({"trainer.accelerator": "cuda"}, r"cpt.trainer .* cannot run on this machine"),
     ],
 )
 def test_bad_inputs_raise_before_any_run(env, mlflow_uri, cpt, message):

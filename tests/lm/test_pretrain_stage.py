@@ -84,6 +84,9 @@ def test_unknown_size_and_missing_tokenizer(project, mlflow_uri):
 
     with pytest.raises(ModelError, match="unknown sizes"):
         run(compose_cfg(project, ["model.train_sizes=[zz]"]))
+    with pytest.raises(ModelError, match=r"^trainer .* cannot run on this machine: Precision 'fp12'"):
+        run(compose_cfg(project, ["trainer.precision=fp12"]))
+    assert not list((project / "models" / "base").glob("*/config.json"))  # nothing trained
     shutil.rmtree(project / "data" / "tokenizer")
     with pytest.raises(ModelError, match="tokenizer dir .* does not exist"):
         run(compose_cfg(project))

@@ -66,6 +66,17 @@ def test_chunked_output_projection_equals_reference(model_and_samples, monkeypat
     np.testing.assert_allclose(nll / tokens, ref / tokens, rtol=0, atol=1e-5)
 
 
+def test_precision_is_lightnings(model_and_samples):
+    """`precision="bf16-mixed"` really runs in bfloat16 (the NLL moves) and stays close to float32."""
+    model, samples = model_and_samples
+    kw = dict(prefix_id=0, max_length=16, stride=8, batch_tokens=4096)
+    ref, tokens = score_token_ids(model, samples, **kw)
+    bf16, _ = score_token_ids(model, samples, precision="bf16-mixed", **kw)
+    diff = np.abs(bf16 - ref) / tokens
+    assert diff.max() > 1e-5 and diff.max() < 0.05
+    assert next(model.parameters()).dtype == torch.float32  # the caller's model is left as it was
+
+
 def test_single_window_matches_hf_loss(model_and_samples):
     model, samples = model_and_samples
     x = samples[2]  # 16 tokens: one window of 16 with the prefix
@@ -192,6 +203,8 @@ def test_bad_inputs(project, mlflow_uri):
     )
     with pytest.raises(ModelError, match="empty"):
         run(compose_cfg(project))
+    with pytest.raises(ModelError, match=r"^score.trainer .* cannot run on this machine.*accelerator=cpu"):
+        run(compose_cfg(project, ["score.trainer.accelerator=cuda"]))
     assert not (project / "data" / "scores").exists()  # nothing was scored before the error
 
 

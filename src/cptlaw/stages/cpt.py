@@ -175,7 +175,9 @@ def _skip_or_train(cfg: DictConfig, p: Plan, summary: dict) -> dict:
     from cptlaw.lm.base import tokenizer_for
     from cptlaw.lm.cpt import plot_curves, train_cpt
     from cptlaw.lm.model import check_vocab, load_causal_lm, non_embedding_params
+    from cptlaw.lm.trainer import check_trainer
 
+    check_trainer(to_dict(c.trainer), "cpt.trainer")
     start = time.perf_counter()
     regime = parse_regime(c.regime)
     tokenizer = tokenizer_for(p.base_dir, cfg.paths.tokenizer)

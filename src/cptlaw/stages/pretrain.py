@@ -119,6 +119,7 @@ def run(cfg: DictConfig) -> dict:
     from cptlaw.lm.base import base_model_dir, load_tokenizer
     from cptlaw.lm.datamodule import LMDataModule
     from cptlaw.lm.model import check_vocab, load_causal_lm
+    from cptlaw.lm.trainer import check_trainer
 
     metrics_path = Path(cfg.paths.reports) / "metrics" / f"{STAGE}.json"
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +139,7 @@ def run(cfg: DictConfig) -> dict:
     unknown = [s for s in cfg.model.train_sizes if s not in cfg.model.sizes]
     if unknown:
         raise ModelError(f"model.train_sizes names unknown sizes {unknown}; known: {list(cfg.model.sizes)}")
+    check_trainer(OmegaConf.to_container(cfg.trainer, resolve=True), "trainer")
     tokenizer = load_tokenizer(cfg.paths.tokenizer)
     if tokenizer.eos_token_id is None:
         raise ModelError(f"tokenizer {cfg.paths.tokenizer} has no eos_token")

@@ -1,6 +1,7 @@
 """Stage `score`: the perplexity landscape of every domain's candidate pool under a frozen base model.
 
     python -m cptlaw.stages.score profile=demo [score.base=m] [model=hf_local model.name_or_path=/abs/dir]
+        [score.trainer.accelerator=cuda score.trainer.precision=bf16-mixed]
 
 Outs: `data/scores/<domain>/<base>.parquet` (`id, nll, ppl, tokens`, train-split order),
 `reports/metrics/score.json` (landscape statistics), `reports/plots/score/` (histogram PNG + CSV plot data);
@@ -80,9 +81,12 @@ def run(cfg: DictConfig) -> dict:
     from cptlaw.lm.model import check_vocab, load_causal_lm
     from cptlaw.lm.pool import score_pool
     from cptlaw.lm.score import aggregate
+    from cptlaw.lm.trainer import check_trainer
 
     s = cfg.score
     # --- every input checked before any work -------------------------------------------------------------
+    device = {"accelerator": str(s.trainer.accelerator), "precision": str(s.trainer.precision)}
+    check_trainer({**device, "devices": 1}, "score.trainer")
     model_dir = base_model_dir(cfg, s.base)
     label = base_model_label(cfg, s.base)
     model = load_causal_lm(model_dir)
@@ -102,11 +106,11 @@ def run(cfg: DictConfig) -> dict:
     tracking.configure_from(cfg.tracking)
     exp = f"{cfg.tracking.get('experiment_prefix', '')}{STAGE}"
     tracking.experiment_id(exp, cfg.tracking.get("artifact_root"))
-    summary: dict = {"base_model": label, "max_length": max_length, "stride": stride, "domains": {}}
+    summary: dict = {"base_model": label, "max_length": max_length, "stride": stride, **device, "domains": {}}
     scores = {}
     for domain, frame in pools.items():
         params = {"domain": domain, "base_model": label, "base_model_dir": str(model_dir), "max_length": max_length,
-                  "stride": stride, "n_samples": len(frame), "profile": cfg.profile_name}  # fmt: skip
+                  "stride": stride, "n_samples": len(frame), "profile": cfg.profile_name, **device}  # fmt: skip
         chash = config_hash({**params, "batch_tokens": s.batch_tokens, "shard_size": s.shard_size})
         with tracking.run(exp, run_name=f"score-{domain}-{label}", params=params, config_hash=chash,
                           tags={tracking.STAGE_TAG: STAGE}, artifact_root=cfg.tracking.get("artifact_root")):  # fmt: skip
@@ -115,6 +119,7 @@ def run(cfg: DictConfig) -> dict:
                 model, tokenizer, frame, Path(cfg.paths.scores) / domain / f"{label}.parquet",
                 model_dir=model_dir, prefix_id=prefix_id, max_length=max_length, stride=stride,
                 batch_tokens=int(s.batch_tokens), shard_size=int(s.shard_size), progress_bar=bool(s.progress_bar),
+                **device,
             )  # fmt: skip
             seconds = time.perf_counter() - start
             stats = aggregate(out["nll"].to_numpy(), out["tokens"].to_numpy())
