@@ -77,6 +77,25 @@ def test_precision_is_lightnings(model_and_samples):
     assert next(model.parameters()).dtype == torch.float32  # the caller's model is left as it was
 
 
+@pytest.mark.slow
+def test_two_spawned_processes_give_the_single_process_result(model_and_samples):
+    """`devices=2` on CPU: Lightning's ddp_spawn deals the batches out; the per-sample NLL is unchanged."""
+    model, samples = model_and_samples
+    kw = dict(prefix_id=0, max_length=16, stride=8, batch_tokens=64)  # many batches, uneven between ranks
+    one, tokens = score_token_ids(model, samples, **kw)
+    two, tokens2 = score_token_ids(model, samples, devices=2, **kw)
+    assert tokens2.tolist() == tokens.tolist()
+    np.testing.assert_allclose(two, one, rtol=0, atol=1e-9)
+
+
+def test_several_devices_need_a_spawning_strategy():
+    from cptlaw.lm.score import score_strategy
+
+    assert score_strategy(1, "auto") == "auto" and score_strategy(2, "auto") == "ddp_spawn"
+    with pytest.raises(ModelError, match="needs a spawning strategy.*score.trainer.strategy=ddp_spawn"):
+        score_strategy(2, "ddp")
+
+
 def test_single_window_matches_hf_loss(model_and_samples):
     model, samples = model_and_samples
     x = samples[2]  # 16 tokens: one window of 16 with the prefix

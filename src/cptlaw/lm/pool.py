@@ -1,6 +1,6 @@
 """Score a whole candidate pool resumably: shards of `shard_size` samples, each written atomically.
 
-A re-run after a crash keeps the finished shards if the scoring settings (device and precision included)
+A re-run after a crash keeps the finished shards if the scoring settings (devices and precision included)
 and the model files are unchanged — `meta.json` holds their hash — and scores only the rest. Each shard is
 scored the same way whether or not the run was interrupted (batches are planned within a shard), so the
 final Parquet file is byte-identical to that of an uninterrupted run.
@@ -40,7 +40,8 @@ def score_shard(model: Any, tokenizer: Any, frame: pd.DataFrame, settings: dict[
     nll, tokens = score_token_ids(
         model, token_ids, prefix_id=settings["prefix_id"], max_length=settings["max_length"],
         stride=settings["stride"], batch_tokens=settings["batch_tokens"], accelerator=settings["accelerator"],
-        precision=settings["precision"], progress_bar=settings["progress_bar"],
+        precision=settings["precision"], devices=settings["devices"], strategy=settings["strategy"],
+        progress_bar=settings["progress_bar"],
     )  # fmt: skip
     return pd.DataFrame(
         {"id": frame["id"].to_numpy(), "nll": nll, "ppl": per_sample_ppl(nll, tokens), "tokens": tokens}
@@ -61,6 +62,8 @@ def score_pool(
     shard_size: int,
     accelerator: str = "cpu",
     precision: str = "32-true",
+    devices: int = 1,
+    strategy: str = "auto",
     progress_bar: bool = False,
 ) -> pd.DataFrame:
     """Score `frame` (`id, text`) into `out_path` (`id, nll, ppl, tokens`, same order), resuming from shards."""
@@ -68,7 +71,7 @@ def score_pool(
     shard_dir = out_path.parent / f".{out_path.stem}.shards"
     settings = {"prefix_id": int(prefix_id), "max_length": int(max_length), "stride": int(stride),
                 "batch_tokens": int(batch_tokens), "shard_size": int(shard_size), "accelerator": str(accelerator),
-                "precision": str(precision)}  # fmt: skip
+                "precision": str(precision), "devices": int(devices), "strategy": str(strategy)}  # fmt: skip
     key = config_hash({**settings, "model": model_files_key(model_dir), "vocab": len(tokenizer),
                        "ids": config_hash({"ids": frame["id"].tolist()})})  # fmt: skip
     meta = shard_dir / "meta.json"

@@ -19,14 +19,18 @@ sample in the original order.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from cptlaw.lm.model import ModelError
 
 IGNORE = -100  # target id of unscored (context or padding) positions
 
@@ -181,6 +185,50 @@ class ScoreModule(L.LightningModule):
         return {"row": batch["row"].cpu(), "nll": batch_nll(self.model, batch).cpu()}
 
 
+class WindowData(L.LightningDataModule):
+    """The planned batches; with several processes each takes every `world_size`-th one (no sampler)."""
+
+    def __init__(self, batches: WindowBatches):
+        super().__init__()
+        self.batches = batches
+
+    def predict_dataloader(self) -> torch.utils.data.DataLoader:
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        part = torch.utils.data.Subset(self.batches, range(rank, len(self.batches), world))
+        return torch.utils.data.DataLoader(part, batch_size=None)
+
+
+class SaveOutputs(L.Callback):
+    """Each process saves its own outputs: a spawning strategy hands no predictions back to the caller."""
+
+    def __init__(self, out_dir: str | Path):
+        self.out_dir, self.rows, self.nll = Path(out_dir), [], []
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.rows.append(outputs["row"])
+        self.nll.append(outputs["nll"])
+
+    def on_predict_epoch_end(self, trainer, pl_module) -> None:
+        out = {"row": torch.cat(self.rows) if self.rows else torch.zeros(0, dtype=torch.long),
+               "nll": torch.cat(self.nll) if self.nll else torch.zeros(0, dtype=torch.float64)}  # fmt: skip
+        torch.save(out, self.out_dir / f"rank{trainer.global_rank}.pt")
+
+
+def score_strategy(devices: int | str, strategy: str) -> str:
+    """The Lightning strategy for `devices`: one device as is; several only with a spawning strategy (a
+    `ddp` launcher would re-run the whole calling script, stage and all, in every process)."""
+    if devices in (1, "1"):
+        return strategy
+    if strategy == "auto":
+        return "ddp_spawn"
+    if "spawn" not in str(strategy):
+        raise ModelError(
+            f"scoring on {devices} devices needs a spawning strategy, got strategy={strategy!r} "
+            "(fix: score.trainer.strategy=ddp_spawn or auto)"
+        )
+    return strategy
+
+
 def sample_sums(windows: Windows, n_samples: int, outputs: Sequence[dict[str, torch.Tensor]]) -> np.ndarray:
     """Per-sample summed NLL (original order) from predict outputs."""
     window_nll = np.zeros(len(windows.ids), dtype=np.float64)
@@ -199,23 +247,32 @@ def score_token_ids(
     batch_tokens: int = 16384,
     accelerator: str = "cpu",
     precision: str = "32-true",
+    devices: int | str = 1,
+    strategy: str = "auto",
     progress_bar: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`(nll, tokens)` per sample, in the given order: summed NLL (nats) and number of scored tokens.
 
-    One device (`accelerator`: cpu, cuda, auto, ...); `precision` as Lightning's, e.g. `bf16-mixed` on a GPU
-    (the float32 default keeps the NLL within 1e-5 of the reference; bf16 moves it by ~1e-3 nats/token)."""
+    `accelerator` (cpu, cuda, auto, ...) and `precision` are Lightning's: e.g. `bf16-mixed` on a GPU (the
+    float32 default keeps the NLL within 1e-5 of the reference; bf16 moves it by ~1e-3 nats/token). With
+    `devices` > 1 the batches are dealt out to that many spawned processes (`ddp_spawn`)."""
     windows = make_windows(token_ids, prefix_id, max_length, stride)
     tokens = np.array([len(x) for x in token_ids], dtype=np.int64)
     if len(windows.ids) == 0:
         return np.zeros(len(token_ids)), tokens
-    data = WindowBatches(windows, batch_tokens, pad_id=prefix_id)
-    loader = torch.utils.data.DataLoader(data, batch_size=None)
-    trainer = L.Trainer(
-        accelerator=accelerator, devices=1, precision=precision, logger=False, enable_checkpointing=False,
-        enable_model_summary=False, enable_progress_bar=progress_bar, inference_mode=True,
-    )  # fmt: skip
-    outputs = trainer.predict(ScoreModule(model), loader)
+    data = WindowData(WindowBatches(windows, batch_tokens, pad_id=prefix_id))
+    strategy = score_strategy(devices, strategy)
+    with tempfile.TemporaryDirectory(prefix="cptlaw-score-") as tmp:
+        trainer = L.Trainer(
+            accelerator=accelerator, devices=devices, strategy=strategy, precision=precision, logger=False,
+            enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress_bar,
+            inference_mode=True, use_distributed_sampler=False, callbacks=[SaveOutputs(tmp)],
+        )  # fmt: skip
+        trainer.predict(ScoreModule(model), datamodule=data, return_predictions=False)
+        files = sorted(Path(tmp).glob("rank*.pt"))
+        if len(files) != trainer.world_size:
+            raise RuntimeError(f"scoring: {len(files)} of {trainer.world_size} processes returned outputs")
+        outputs = [torch.load(f) for f in files]
     return sample_sums(windows, len(token_ids), outputs), tokens
 
 

@@ -1,7 +1,7 @@
 """Stage `score`: the perplexity landscape of every domain's candidate pool under a frozen base model.
 
     python -m cptlaw.stages.score profile=demo [score.base=m] [model=hf_local model.name_or_path=/abs/dir]
-        [score.trainer.accelerator=cuda score.trainer.precision=bf16-mixed]
+        [score.trainer.accelerator=cuda score.trainer.precision=bf16-mixed score.trainer.devices=4]
 
 Outs: `data/scores/<domain>/<base>.parquet` (`id, nll, ppl, tokens`, train-split order),
 `reports/metrics/score.json` (landscape statistics), `reports/plots/score/` (histogram PNG + CSV plot data);
@@ -80,13 +80,19 @@ def run(cfg: DictConfig) -> dict:
     from cptlaw.lm.base import base_model_dir, base_model_info, base_model_label, tokenizer_for
     from cptlaw.lm.model import check_vocab, load_causal_lm
     from cptlaw.lm.pool import score_pool
-    from cptlaw.lm.score import aggregate
+    from cptlaw.lm.score import aggregate, score_strategy
     from cptlaw.lm.trainer import check_trainer
 
     s = cfg.score
     # --- every input checked before any work -------------------------------------------------------------
-    device = {"accelerator": str(s.trainer.accelerator), "precision": str(s.trainer.precision)}
-    check_trainer({**device, "devices": 1}, "score.trainer")
+    t = s.trainer
+    device = {
+        "accelerator": str(t.accelerator),
+        "precision": str(t.precision),
+        "devices": int(t.get("devices", 1)),
+    }
+    device["strategy"] = score_strategy(device["devices"], str(t.get("strategy", "auto")))
+    check_trainer(device, "score.trainer")
     model_dir = base_model_dir(cfg, s.base)
     label = base_model_label(cfg, s.base)
     model = load_causal_lm(model_dir)
