@@ -224,6 +224,10 @@ def test_bad_inputs(project, mlflow_uri):
         run(compose_cfg(project))
     with pytest.raises(ModelError, match=r"^score.trainer .* cannot run on this machine.*accelerator=cpu"):
         run(compose_cfg(project, ["score.trainer.accelerator=cuda"]))
+    with pytest.raises(ModelError, match="score.trainer.devices must be a whole number >= 1"):
+        run(compose_cfg(project, ["score.trainer.devices=auto"]))
+    with pytest.raises(ModelError, match="needs a spawning strategy"):
+        run(compose_cfg(project, ["score.trainer.devices=2", "score.trainer.strategy=ddp"]))
     assert not (project / "data" / "scores").exists()  # nothing was scored before the error
 
 

@@ -19,7 +19,9 @@ def check_trainer(kwargs: Mapping[str, Any], where: str) -> None:
     import lightning as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    quiet = logging.getLogger("lightning.pytorch")  # its "GPU available: ..." lines come with the real Trainer
+    quiet = logging.getLogger(
+        "lightning.pytorch"
+    )  # its "GPU available: ..." lines come with the real Trainer
     level = quiet.level
     quiet.setLevel(logging.WARNING)
     try:

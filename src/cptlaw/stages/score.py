@@ -86,11 +86,12 @@ def run(cfg: DictConfig) -> dict:
     s = cfg.score
     # --- every input checked before any work -------------------------------------------------------------
     t = s.trainer
-    device = {
-        "accelerator": str(t.accelerator),
-        "precision": str(t.precision),
-        "devices": int(t.get("devices", 1)),
-    }
+    devices = t.get("devices", 1)
+    if not isinstance(devices, int) or devices < 1:
+        raise ModelError(
+            f"score.trainer.devices must be a whole number >= 1 (how many to use), got {devices!r}"
+        )
+    device = {"accelerator": str(t.accelerator), "precision": str(t.precision), "devices": devices}
     device["strategy"] = score_strategy(device["devices"], str(t.get("strategy", "auto")))
     check_trainer(device, "score.trainer")
     model_dir = base_model_dir(cfg, s.base)
