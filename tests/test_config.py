@@ -61,3 +61,17 @@ def test_every_profile_defines_the_keys_dvc_tracks(profile):
                 if path.startswith("conf/profile/"):
                     missing = [k for k in keys if k not in prof]
                     assert not missing, f"stage {name}: profile {profile} lacks {missing}"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profiles_trainer_settings_run_here(profile, tmp_path):
+    """Pretrain, CPT and scoring Trainer settings of every profile build on this machine; `paper` (a GPU
+    profile) leaves the device to Lightning in all three instead of pinning the CPU."""
+    from cptlaw.lm.trainer import check_trainer
+
+    cfg = _compose([f"profile={profile}", f"paths.root={tmp_path}"])
+    sections = {"trainer": cfg.trainer, "cpt.trainer": cfg.cpt.trainer, "score.trainer": cfg.score.trainer}
+    for where, section in sections.items():
+        check_trainer(OmegaConf.to_container(section, resolve=True), where)
+    if profile == "paper":
+        assert {s.accelerator for s in sections.values()} == {"auto"}
