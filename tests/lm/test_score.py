@@ -61,6 +61,7 @@ def test_chunked_output_projection_equals_reference(model_and_samples, monkeypat
     assert score.head_chunk_rows(64, torch.device("cpu")) > 200  # unchunked at this vocab by default
     monkeypatch.setattr(score, "CPU_LOGITS_CHUNK_BYTES", 1)
     assert score.head_chunk_rows(64, torch.device("cpu")) == 16
+    assert score.head_chunk_rows(128_256, torch.device("cuda")) == 2092  # 1 GiB of logits on a GPU
     ref = score_naive(model, samples, prefix_id=0, max_length=16, stride=8)
     nll, tokens = score_token_ids(model, samples, prefix_id=0, max_length=16, stride=8, batch_tokens=4096)
     np.testing.assert_allclose(nll / tokens, ref / tokens, rtol=0, atol=1e-5)

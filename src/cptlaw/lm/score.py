@@ -119,13 +119,15 @@ FAST_HEAD_MODELS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"
 # matmul that writes it and the log-softmax that reads it (benchmarks/scoring.py: 2-3x faster than one
 # batch-sized logits matrix at a 4k vocabulary).
 CPU_LOGITS_CHUNK_BYTES = 2 << 20
+# On an accelerator chunks only bound memory: a 65k-token batch at a 128k vocabulary would otherwise need
+# 34 GB of float32 logits.
+DEVICE_LOGITS_CHUNK_BYTES = 1 << 30
 
 
 def head_chunk_rows(vocab_size: int, device: torch.device) -> int:
-    """Scored positions per output-projection chunk: L2-sized on CPU, unchunked elsewhere."""
-    if device.type != "cpu":
-        return 1 << 30
-    return max(16, CPU_LOGITS_CHUNK_BYTES // (4 * vocab_size))
+    """Scored positions per output-projection chunk: L2-sized on CPU, 1 GiB of logits elsewhere."""
+    budget = CPU_LOGITS_CHUNK_BYTES if device.type == "cpu" else DEVICE_LOGITS_CHUNK_BYTES
+    return max(16, budget // (4 * vocab_size))
 
 
 def head_nll(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
