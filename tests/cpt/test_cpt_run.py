@@ -10,6 +10,7 @@ from cpt_fixtures import overrides
 from hydra import compose, initialize_config_dir
 
 from cptlaw.config import CONF_DIR
+from cptlaw.lm.model import ModelError
 
 PARAMS = (
     "domain regime q_lo q_hi r n_params n_tokens base_model seed profile data_version config_hash"
@@ -131,3 +132,27 @@ def test_any_local_hf_dir_is_a_base_model(env, tmp_path):
     assert run(cfg)["status"] == "finished"
     row = tracking.runs_frame(["dcpt-medical"]).iloc[0]
     assert row["params.base_model"] == "ext" and float(row["params.lr"]) == 1e-3
+
+
+def test_bfloat16_weights_are_their_own_runs(env):
+    """`model.dtype=bfloat16` loads the base in bfloat16 and hashes as a different run; float32 (the default)
+    keeps the hash it had before the option existed, so finished runs stay finished."""
+    from omegaconf import open_dict
+
+    from cptlaw.stages.cpt import plan, run
+
+    cfg = compose_cfg(env)
+    p32 = plan(cfg)
+    with open_dict(cfg):
+        del cfg.model.dtype  # the config as it was before `model.dtype`
+    assert plan(cfg).config_hash == p32.config_hash
+    cfg = compose_cfg(env, **{"trainer.precision": "bf16-true"})
+    with open_dict(cfg):
+        cfg.model.dtype = "bfloat16"
+    assert plan(cfg).config_hash != p32.config_hash
+    result = run(cfg)
+    assert result["status"] == "finished" and result["domain_loss_final"] < result["k1"]
+    with open_dict(cfg):
+        cfg.model.dtype = "float12"
+    with pytest.raises(ModelError, match="model.dtype must be one of"):
+        plan(cfg)

@@ -97,6 +97,22 @@ def test_several_devices_need_a_spawning_strategy():
         score_strategy(2, "ddp")
 
 
+def test_bfloat16_weights_score_close_to_float32(project, tmp_path):
+    """`load_causal_lm(dtype="bfloat16")` really holds bfloat16 weights; scored with `bf16-true` the NLL stays
+    close to the float32 one."""
+    a = project / "models" / "base" / "a"
+    m32, m16 = load_causal_lm(a), load_causal_lm(a, "bfloat16")
+    assert {p.dtype for p in m16.parameters()} == {torch.bfloat16}
+    rng = np.random.default_rng(1)
+    samples = [rng.integers(1, 64, size=n) for n in (5, 30, 17)]
+    kw = dict(prefix_id=0, max_length=16, stride=8)
+    ref, tokens = score_token_ids(m32, samples, **kw)
+    got, _ = score_token_ids(m16, samples, precision="bf16-true", **kw)
+    assert np.abs(got - ref).max() / tokens.min() < 0.05
+    with pytest.raises(ModelError, match="model.dtype must be one of"):
+        load_causal_lm(a, "int4")
+
+
 def test_single_window_matches_hf_loss(model_and_samples):
     model, samples = model_and_samples
     x = samples[2]  # 16 tokens: one window of 16 with the prefix

@@ -71,11 +71,24 @@ def non_embedding_params(model: torch.nn.Module) -> int:
     return total
 
 
-def load_causal_lm(path: str | Path) -> PreTrainedModel:
-    """Load a local HF causal-LM dir (no hub access) in eval mode; one-line `ModelError` if it is not one."""
+# `model.dtype`: the weights as loaded. bfloat16 halves memory (a 7B base needs 14 GB, not 28).
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def weights_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a `model.dtype` name; one-line `ModelError` for any other name."""
+    if str(name) not in DTYPES:
+        raise ModelError(f"model.dtype must be one of {list(DTYPES)}, got {name!r}")
+    return DTYPES[str(name)]
+
+
+def load_causal_lm(path: str | Path, dtype: str = "float32") -> PreTrainedModel:
+    """Load a local HF causal-LM dir (no hub access) in eval mode with `dtype` weights; one-line
+    `ModelError` if it is not one."""
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+    torch_dtype = weights_dtype(dtype)
     path = Path(path)
     if not path.is_dir():
         raise ModelError(
@@ -91,7 +104,7 @@ def load_causal_lm(path: str | Path) -> PreTrainedModel:
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise ModelError(f"base model dir {path} holds a '{config.model_type}' model, not a causal LM")
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype)
     except Exception as exc:  # noqa: BLE001
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"base model dir {path} could not be loaded as a causal LM: {first}") from None

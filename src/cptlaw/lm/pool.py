@@ -72,7 +72,8 @@ def score_pool(
     settings = {"prefix_id": int(prefix_id), "max_length": int(max_length), "stride": int(stride),
                 "batch_tokens": int(batch_tokens), "shard_size": int(shard_size), "accelerator": str(accelerator),
                 "precision": str(precision), "devices": int(devices), "strategy": str(strategy)}  # fmt: skip
-    key = config_hash({**settings, "model": model_files_key(model_dir), "vocab": len(tokenizer),
+    weights = str(next(model.parameters()).dtype)
+    key = config_hash({**settings, "model": model_files_key(model_dir), "weights": weights, "vocab": len(tokenizer),
                        "ids": config_hash({"ids": frame["id"].tolist()})})  # fmt: skip
     meta = shard_dir / "meta.json"
     if shard_dir.exists() and (not meta.is_file() or json.loads(meta.read_text()).get("key") != key):

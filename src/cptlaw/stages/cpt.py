@@ -58,7 +58,7 @@ def plan(cfg: DictConfig) -> Plan:
     from cptlaw.data.subsets import parse_regime
     from cptlaw.data.version import content_version
     from cptlaw.lm.base import base_model_dir, base_model_info, base_model_label
-    from cptlaw.lm.model import ModelError
+    from cptlaw.lm.model import ModelError, weights_dtype
 
     c = cfg.cpt
     if c.study not in STUDIES:
@@ -107,6 +107,10 @@ def plan(cfg: DictConfig) -> Plan:
     base_version = content_version(sorted(p for p in base_dir.iterdir() if p.is_file()), root)
     hashed = {k: v for k, v in to_dict(c).items() if k not in _NOT_HASHED}
     hashed["trainer"] = {k: v for k, v in hashed["trainer"].items() if k != "enable_progress_bar"}
+    dtype = str(cfg.model.get("dtype", "float32"))
+    weights_dtype(dtype)  # a one-line error for an unknown name, before any run
+    if dtype != "float32":  # only then: float32 runs keep the hashes they had before the option existed
+        hashed["model_dtype"] = dtype
     chash = config_hash(
         {"cpt": hashed, "base_id": base_id, "base_version": base_version, "seed": int(cfg.seed),
          "data_version": data_version, "profile": str(cfg.profile_name)}
@@ -181,7 +185,7 @@ def _skip_or_train(cfg: DictConfig, p: Plan, summary: dict) -> dict:
     start = time.perf_counter()
     regime = parse_regime(c.regime)
     tokenizer = tokenizer_for(p.base_dir, cfg.paths.tokenizer)
-    model = load_causal_lm(p.base_dir)
+    model = load_causal_lm(p.base_dir, str(cfg.model.get("dtype", "float32")))
     check_vocab(model, tokenizer)
     cpt_data = load_cpt_data(
         cfg.paths.corpora, str(c.domain), regime, p.scores_path, tokenizer, n_tokens=int(c.n_tokens), r=float(c.r),

@@ -127,7 +127,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.model.get("name_or_path"):  # a local HF model is the base: check it, pre-train nothing
         path = base_model_dir(cfg, "")
         check_vocab(
-            load_causal_lm(path),
+            load_causal_lm(path, str(cfg.model.get("dtype", "float32"))),
             load_tokenizer(path if (path / "tokenizer.json").is_file() else cfg.paths.tokenizer),
         )
         result = {"skipped": f"model.name_or_path={path} is used as the base model"}

@@ -96,7 +96,7 @@ def run(cfg: DictConfig) -> dict:
     check_trainer(device, "score.trainer")
     model_dir = base_model_dir(cfg, s.base)
     label = base_model_label(cfg, s.base)
-    model = load_causal_lm(model_dir)
+    model = load_causal_lm(model_dir, str(cfg.model.get("dtype", "float32")))
     tokenizer = tokenizer_for(model_dir, cfg.paths.tokenizer)
     check_vocab(model, tokenizer)
     pools = load_pools(cfg)
@@ -117,7 +117,8 @@ def run(cfg: DictConfig) -> dict:
     scores = {}
     for domain, frame in pools.items():
         params = {"domain": domain, "base_model": label, "base_model_dir": str(model_dir), "max_length": max_length,
-                  "stride": stride, "n_samples": len(frame), "profile": cfg.profile_name, **device}  # fmt: skip
+                  "stride": stride, "n_samples": len(frame), "profile": cfg.profile_name, **device,
+                  "model_dtype": str(cfg.model.get("dtype", "float32"))}  # fmt: skip
         chash = config_hash({**params, "batch_tokens": s.batch_tokens, "shard_size": s.shard_size})
         with tracking.run(exp, run_name=f"score-{domain}-{label}", params=params, config_hash=chash,
                           tags={tracking.STAGE_TAG: STAGE}, artifact_root=cfg.tracking.get("artifact_root")):  # fmt: skip
