@@ -13,6 +13,8 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from cptlaw.errors import first_line
+
 DEFAULT_SPECIAL = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>"}
 
 
@@ -73,7 +75,7 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     try:
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise TokenizerError(f"cannot load a tokenizer from {path}: {first}") from None
     if not getattr(tok, "is_fast", False):
         raise TokenizerError(f"tokenizer at {path} is not a fast (tokenizers-backed) tokenizer")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cptlaw.data.extract import Doc, ExtractError
+from cptlaw.errors import first_line
 
 
 def _specs(corpora_cfg: Mapping[str, Any] | None, key: str) -> list[Mapping[str, Any]]:
@@ -103,7 +104,7 @@ def hf_docs(spec: Mapping[str, Any]) -> Iterator[Doc]:
     try:
         ds = datasets.load_dataset(str(path), spec.get("config"), split=str(spec.get("split") or "train"))
     except Exception as exc:  # offline, unknown dataset, bad config: one line, no traceback
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ExtractError(
             f"`corpora.hf` source '{name}': cannot load dataset {path!r} (offline?): {first}"
         ) from None

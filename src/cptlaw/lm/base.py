@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cptlaw.lm.model import ModelError
+from cptlaw.errors import first_line
+from cptlaw.lm.model import ModelError, weights_dtype
 
 INFO_FILE = "cptlaw.json"  # written beside a pre-trained base model: final_lr, n_params, n_tokens, seq_len
 
@@ -27,6 +28,13 @@ def base_model_label(cfg: Any, size: str) -> str:
     if cfg.model.get("name_or_path"):
         return str(cfg.model.get("label") or Path(cfg.model.name_or_path).name)
     return str(size)
+
+
+def base_model_dtype(cfg: Any) -> str:
+    """`model.dtype`, the dtype an existing base is loaded in (float32 when unset); unknown names fail here."""
+    name = str(cfg.model.get("dtype", "float32"))
+    weights_dtype(name)
+    return name
 
 
 def base_model_info(path: str | Path) -> dict[str, Any]:
@@ -55,7 +63,7 @@ def load_tokenizer(path: str | Path) -> Any:
 
         return AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure here is "not a tokenizer dir"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelError(f"tokenizer dir {path} cannot be loaded: {first}") from None
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
+from cptlaw.errors import first_line
+
 SIZE_KEYS = ("d_model", "n_layers", "n_heads", "d_ff")
 
 
@@ -99,14 +101,14 @@ def load_causal_lm(path: str | Path, dtype: str = "float32") -> PreTrainedModel:
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - any parse failure is the same user error
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelError(f"base model dir {path} has an unreadable config.json: {first}") from None
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise ModelError(f"base model dir {path} holds a '{config.model_type}' model, not a causal LM")
     try:
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype)
     except Exception as exc:  # noqa: BLE001
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelError(f"base model dir {path} could not be loaded as a causal LM: {first}") from None
     return model.eval()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from cptlaw.errors import first_line
 from cptlaw.lm.model import ModelError
 
 
@@ -19,15 +20,14 @@ def check_trainer(kwargs: Mapping[str, Any], where: str) -> None:
     import lightning as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    quiet = logging.getLogger(
-        "lightning.pytorch"
-    )  # its "GPU available: ..." lines come with the real Trainer
+    # silent while checking: its "GPU available: ..." lines come with the real Trainer
+    quiet = logging.getLogger("lightning.pytorch")
     level = quiet.level
     quiet.setLevel(logging.WARNING)
     try:
         L.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False, **kwargs)
     except (MisconfigurationException, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelError(
             f"{where} {dict(kwargs)} cannot run on this machine: {first} "
             f"(fix: override {where}.accelerator=cpu or auto, or a valid {where}.precision)"

@@ -57,8 +57,8 @@ def plan(cfg: DictConfig) -> Plan:
     """Validate `cfg.cpt` against the files on disk; raise one-line errors before anything is trained."""
     from cptlaw.data.subsets import parse_regime
     from cptlaw.data.version import content_version
-    from cptlaw.lm.base import base_model_dir, base_model_info, base_model_label
-    from cptlaw.lm.model import ModelError, weights_dtype
+    from cptlaw.lm.base import base_model_dir, base_model_dtype, base_model_info, base_model_label
+    from cptlaw.lm.model import ModelError
 
     c = cfg.cpt
     if c.study not in STUDIES:
@@ -107,8 +107,7 @@ def plan(cfg: DictConfig) -> Plan:
     base_version = content_version(sorted(p for p in base_dir.iterdir() if p.is_file()), root)
     hashed = {k: v for k, v in to_dict(c).items() if k not in _NOT_HASHED}
     hashed["trainer"] = {k: v for k, v in hashed["trainer"].items() if k != "enable_progress_bar"}
-    dtype = str(cfg.model.get("dtype", "float32"))
-    weights_dtype(dtype)  # a one-line error for an unknown name, before any run
+    dtype = base_model_dtype(cfg)  # an unknown name fails here, before any run
     if dtype != "float32":  # only then: float32 runs keep the hashes they had before the option existed
         hashed["model_dtype"] = dtype
     chash = config_hash(
@@ -176,7 +175,7 @@ def _skip_or_train(cfg: DictConfig, p: Plan, summary: dict) -> dict:
 
     from cptlaw.data.mixture import CPTDataModule, load_cpt_data
     from cptlaw.data.subsets import parse_regime
-    from cptlaw.lm.base import tokenizer_for
+    from cptlaw.lm.base import base_model_dtype, tokenizer_for
     from cptlaw.lm.cpt import plot_curves, train_cpt
     from cptlaw.lm.model import check_vocab, load_causal_lm, non_embedding_params
     from cptlaw.lm.trainer import check_trainer
@@ -185,7 +184,7 @@ def _skip_or_train(cfg: DictConfig, p: Plan, summary: dict) -> dict:
     start = time.perf_counter()
     regime = parse_regime(c.regime)
     tokenizer = tokenizer_for(p.base_dir, cfg.paths.tokenizer)
-    model = load_causal_lm(p.base_dir, str(cfg.model.get("dtype", "float32")))
+    model = load_causal_lm(p.base_dir, base_model_dtype(cfg))
     check_vocab(model, tokenizer)
     cpt_data = load_cpt_data(
         cfg.paths.corpora, str(c.domain), regime, p.scores_path, tokenizer, n_tokens=int(c.n_tokens), r=float(c.r),

@@ -116,7 +116,7 @@ def run(cfg: DictConfig) -> dict:
     """The stage body (tests call this with a composed config)."""
     setup_cpu(int(cfg.pretrain.get("threads") or cfg.threads))
     from cptlaw import tracking
-    from cptlaw.lm.base import base_model_dir, load_tokenizer
+    from cptlaw.lm.base import base_model_dir, base_model_dtype, load_tokenizer
     from cptlaw.lm.datamodule import LMDataModule
     from cptlaw.lm.model import check_vocab, load_causal_lm
     from cptlaw.lm.trainer import check_trainer
@@ -127,7 +127,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.model.get("name_or_path"):  # a local HF model is the base: check it, pre-train nothing
         path = base_model_dir(cfg, "")
         check_vocab(
-            load_causal_lm(path, str(cfg.model.get("dtype", "float32"))),
+            load_causal_lm(path, base_model_dtype(cfg)),
             load_tokenizer(path if (path / "tokenizer.json").is_file() else cfg.paths.tokenizer),
         )
         result = {"skipped": f"model.name_or_path={path} is used as the base model"}
@@ -139,7 +139,7 @@ def run(cfg: DictConfig) -> dict:
     unknown = [s for s in cfg.model.train_sizes if s not in cfg.model.sizes]
     if unknown:
         raise ModelError(f"model.train_sizes names unknown sizes {unknown}; known: {list(cfg.model.sizes)}")
-    check_trainer(OmegaConf.to_container(cfg.trainer, resolve=True), "trainer")
+    check_trainer(to_dict(cfg.trainer), "trainer")
     tokenizer = load_tokenizer(cfg.paths.tokenizer)
     if tokenizer.eos_token_id is None:
         raise ModelError(f"tokenizer {cfg.paths.tokenizer} has no eos_token")

@@ -77,7 +77,13 @@ def run(cfg: DictConfig) -> dict:
     """The stage body (tests call this with a composed config)."""
     setup_cpu(int(cfg.score.get("threads") or cfg.threads))
     from cptlaw import tracking
-    from cptlaw.lm.base import base_model_dir, base_model_info, base_model_label, tokenizer_for
+    from cptlaw.lm.base import (
+        base_model_dir,
+        base_model_dtype,
+        base_model_info,
+        base_model_label,
+        tokenizer_for,
+    )
     from cptlaw.lm.model import check_vocab, load_causal_lm
     from cptlaw.lm.pool import score_pool
     from cptlaw.lm.score import aggregate, score_strategy
@@ -92,11 +98,12 @@ def run(cfg: DictConfig) -> dict:
             f"score.trainer.devices must be a whole number >= 1 (how many to use), got {devices!r}"
         )
     device = {"accelerator": str(t.accelerator), "precision": str(t.precision), "devices": devices}
-    device["strategy"] = score_strategy(device["devices"], str(t.get("strategy", "auto")))
+    device["strategy"] = score_strategy(devices, str(t.get("strategy", "auto")))
     check_trainer(device, "score.trainer")
     model_dir = base_model_dir(cfg, s.base)
     label = base_model_label(cfg, s.base)
-    model = load_causal_lm(model_dir, str(cfg.model.get("dtype", "float32")))
+    dtype = base_model_dtype(cfg)
+    model = load_causal_lm(model_dir, dtype)
     tokenizer = tokenizer_for(model_dir, cfg.paths.tokenizer)
     check_vocab(model, tokenizer)
     pools = load_pools(cfg)
@@ -118,7 +125,7 @@ def run(cfg: DictConfig) -> dict:
     for domain, frame in pools.items():
         params = {"domain": domain, "base_model": label, "base_model_dir": str(model_dir), "max_length": max_length,
                   "stride": stride, "n_samples": len(frame), "profile": cfg.profile_name, **device,
-                  "model_dtype": str(cfg.model.get("dtype", "float32"))}  # fmt: skip
+                  "model_dtype": dtype}  # fmt: skip
         chash = config_hash({**params, "batch_tokens": s.batch_tokens, "shard_size": s.shard_size})
         with tracking.run(exp, run_name=f"score-{domain}-{label}", params=params, config_hash=chash,
                           tags={tracking.STAGE_TAG: STAGE}, artifact_root=cfg.tracking.get("artifact_root")):  # fmt: skip
