@@ -6,13 +6,12 @@ cd "$(dirname "$0")/.."
 export DVC_NO_ANALYTICS=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 PY=${PYTHON:-python3.11}
 stamp=.venv/.cptlaw-installed
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+want=$( (cat pyproject.toml scripts/setup.sh scripts/install_torch.sh; echo "${CPTLAW_TORCH:-auto}") | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   command -v "$PY" >/dev/null || { echo "setup: $PY not found: install Python 3.11 (or set PYTHON=/path/to/python3.11)" >&2; exit 1; }
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
-  # torch first, alone: the CPU wheel 2.13.0 (a bare `torch` would pull a multi-GB CUDA build).
-  .venv/bin/python -m pip install -q torch==2.13.0
+  bash scripts/install_torch.sh .venv/bin/python
   .venv/bin/python -m pip install -q -e '.[dev]'
   echo "$want" > "$stamp"
 fi

@@ -21,3 +21,28 @@ def mlflow_uri(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     (tmp_path / "mlruns").mkdir(exist_ok=True)
     return uri
+
+
+REFDATA_ENV = "CPTLAW_REFDATA"
+
+
+@pytest.fixture(scope="session")
+def refdata():
+    """Published reference data (Chinchilla points, real CPT/mixing runs), from the folder named by $CPTLAW_REFDATA.
+
+    Layout: `data/chinchilla_hoffmann2022_fig4.csv` and `realdata/<file>.csv` (see the README's "Reference data").
+    Returns a function `path(relative) -> Path` that skips the test, with its reason, when the file is absent.
+    """
+    from pathlib import Path
+
+    root = os.environ.get(REFDATA_ENV)
+
+    def path(relative: str) -> Path:
+        if not root:
+            pytest.skip(f"reference data: set {REFDATA_ENV} to the reference-data folder to run this test")
+        p = Path(root) / relative
+        if not p.is_file():
+            pytest.skip(f"reference data: {relative} not found under {REFDATA_ENV}={root}")
+        return p
+
+    return path

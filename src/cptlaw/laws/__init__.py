@@ -1,6 +1,7 @@
 """Scaling laws for continual pre-training: forms, fitter, metrics, evaluation, decisions, selection.
 
-Pure numpy/scipy: nothing here imports torch, mlflow or the rest of cptlaw (the fit stage must stay fast).
+Pure numpy/scipy: nothing here imports torch, mlflow or the rest of cptlaw except the stdlib-only
+`cptlaw.errors` (whose `BadInput` every bad-input error derives from); the fit stage must stay fast.
 """
 
 from cptlaw.laws.decide import compute_optimal, max_domain_share, optimal_share_limited_data, ppl_optimum

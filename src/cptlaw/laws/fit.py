@@ -25,13 +25,14 @@ import numpy as np
 from scipy.optimize import minimize, nnls
 from scipy.stats import qmc
 
+from cptlaw.errors import BadInput
 from cptlaw.laws.forms import LawForm, LawInputError, get_law
 from cptlaw.laws.metrics import all_metrics, huber
 
 LOGC_BOUNDS = (-90.0, 90.0)  # log of the constants: wide enough for B*r^eta/D^beta with D ~ 1e12, beta ~ 3
 
 
-class FitError(RuntimeError):
+class FitError(BadInput, RuntimeError):
     """Every start failed; `diagnostics` says what happened."""
 
     def __init__(self, message: str, diagnostics: dict[str, Any]):

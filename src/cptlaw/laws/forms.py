@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from cptlaw.errors import BadInput
+
 Features = dict[str, np.ndarray]
 
 
-class LawInputError(ValueError):
+class LawInputError(BadInput, ValueError):
     """Bad inputs to a law or the fitter; the message names the offending argument."""
 
 
