@@ -19,13 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from cptlaw.errors import CSVError
 from cptlaw.laws import REGISTRY, FitError, LawInputError, all_metrics, fit, get_law
 
 EXTRA = {"dcpt_cross": ("domain",)}  # columns required by the CSV interface beyond the law's inputs
-
-
-class CSVError(ValueError):
-    pass
 
 
 def read_points(path: str, columns: tuple[str, ...], need_loss: bool = True) -> dict[str, np.ndarray]:

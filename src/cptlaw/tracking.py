@@ -19,6 +19,8 @@ import pandas as pd
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
+from cptlaw.errors import TrackingError
+
 PARENT_TAG = "mlflow.parentRunId"
 CONFIG_HASH_TAG = "cptlaw.config_hash"
 STAGE_TAG = "cptlaw.stage"
@@ -26,10 +28,6 @@ _LAUNCHER_USED: list[str] = []  # the `mlflow run` launcher's run, once this pro
 _CONFIGURED: list[
     str
 ] = []  # the URI `configure` set; runs are refused before it (MLflow would use ./mlflow.db)
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used; the message says how to fix it."""
 
 
 def _check_reachable(uri: str, timeout: float = 5.0) -> None:

@@ -88,9 +88,10 @@ def test_run_logs_schema_lowers_domain_loss_and_skips(env, capsys):
     ],
 )
 def test_bad_inputs_raise_before_any_run(env, mlflow_uri, cpt, message):
-    from cptlaw.stages.cpt import _errors, run
+    from cptlaw.errors import BadInput
+    from cptlaw.stages.cpt import run
 
-    with pytest.raises(_errors(), match=message):
+    with pytest.raises(BadInput, match=message):
         run(compose_cfg(env, **cpt))
     if Path(mlflow_uri[len("sqlite:///") :]).exists():  # only the data check comes after the skip check
         from cptlaw import tracking

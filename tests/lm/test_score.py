@@ -266,5 +266,5 @@ def test_stage_exits_2_with_one_line(project, tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("error: base model dir") and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("score: error: base model dir") and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

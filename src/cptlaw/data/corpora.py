@@ -24,13 +24,10 @@ from typing import Any
 import pandas as pd
 
 from cptlaw.data.extract import LONG, Doc
+from cptlaw.errors import CorpusError
 
 SPLITS = ("train", "val", "test")
 COLUMNS = ["id", "source", "text"]
-
-
-class CorpusError(RuntimeError):
-    """A corpus cannot be built or read; one-line message naming the domain / source / key."""
 
 
 # ---------------------------------------------------------------- cleaning

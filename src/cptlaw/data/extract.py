@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cptlaw.errors import ExtractError
+
 LONG, PACKED = "long", "packed"  # long: chunk after splitting; packed: already sample-sized
 
 
@@ -29,10 +31,6 @@ class Doc:
     source: str
     text: str
     kind: str = LONG
-
-
-class ExtractError(RuntimeError):
-    """A source's files are missing or unreadable; one-line message naming the source."""
 
 
 def _files(root: Path, pattern: str, source: str) -> list[Path]:

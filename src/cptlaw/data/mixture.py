@@ -31,11 +31,8 @@ import torch
 
 from cptlaw.data import corpora
 from cptlaw.data.subsets import PplStats, Regime, check_aligned, ppl_stats, read_scores, select
+from cptlaw.errors import MixtureError
 from cptlaw.lm.packing import PackedDataset, encode_documents, pack
-
-
-class MixtureError(ValueError):
-    """The stream cannot be built as asked; one line naming the key to change."""
 
 
 def read_split(corpora_dir: str | Path, domain: str, split: str) -> pd.DataFrame:

@@ -26,14 +26,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cptlaw.errors import FetchError
+
 REGISTRIES = ("pip", "npm", "apt")
 MARKER = ".source.json"
 MANIFEST = "manifest.json"
 DEFAULT_CLIENTS = {"pip": "{python} -m pip", "npm": "npm", "apt": "apt-get", "dpkg": "dpkg-deb"}
-
-
-class FetchError(RuntimeError):
-    """A source could not be fetched; the message is one line that names the source and the fix."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +125,7 @@ def _skip_hint(src: Source) -> str:
 def _require_client(src: Source, argv: list[str], role: str) -> None:
     if shutil.which(argv[0]) is None:
         raise FetchError(
-            f"fetch: source '{src.name}' needs the {role} client `{argv[0]}`, which is not installed; "
+            f"source '{src.name}' needs the {role} client `{argv[0]}`, which is not installed; "
             f"install it or {_skip_hint(src)}"
         )
 
@@ -137,7 +135,7 @@ def _run(src: Source, argv: list[str], cwd: Path, timeout: float) -> subprocess.
         return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise FetchError(
-            f"fetch: source '{src.name}' ({src.spec}) timed out after {timeout:.0f} s in `{argv[0]}` "
+            f"source '{src.name}' ({src.spec}) timed out after {timeout:.0f} s in `{argv[0]}` "
             f"(registry unreachable?); {_skip_hint(src)}"
         ) from None
 
@@ -184,13 +182,13 @@ def download(
         proc = _run(src, cmd, dest, timeout)
     if proc.returncode != 0:
         raise FetchError(
-            f"fetch: source '{src.name}' ({src.spec}) failed via `{argv[0]} {cmd[len(argv)]}` "
+            f"source '{src.name}' ({src.spec}) failed via `{argv[0]} {cmd[len(argv)]}` "
             f"(registry unreachable or version gone?): {_last_line(proc.stderr or proc.stdout)}; {_skip_hint(src)}"
         )
     got = [p for p in dest.iterdir() if p.is_file()]
     if len(got) != 1:
         raise FetchError(
-            f"fetch: source '{src.name}' ({src.spec}): expected one archive, got {[p.name for p in got]}"
+            f"source '{src.name}' ({src.spec}): expected one archive, got {[p.name for p in got]}"
         )
     return got[0]
 
@@ -269,15 +267,15 @@ def extract_archive(
             with open(archive, "rb") as f:
                 n = _extract_tar(io.BufferedReader(f), out, src.files, _strip_top)
     except FetchError as exc:
-        raise FetchError(f"fetch: source '{src.name}': corrupt or truncated download {name}: {exc}") from None
+        raise FetchError(f"source '{src.name}': corrupt or truncated download {name}: {exc}") from None
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         raise FetchError(
-            f"fetch: source '{src.name}': corrupt or truncated download {name} ({type(exc).__name__}: {exc}); "
+            f"source '{src.name}': corrupt or truncated download {name} ({type(exc).__name__}: {exc}); "
             f"re-run to download it again"
         ) from None
     if n == 0:
         raise FetchError(
-            f"fetch: source '{src.name}': no member of {name} matches `files` {list(src.files)} (layout changed?)"
+            f"source '{src.name}': no member of {name} matches `files` {list(src.files)} (layout changed?)"
         )
     return n
 
@@ -327,7 +325,7 @@ def fetch_source(
         digest = sha256_file(archive)
         if src.sha256 and digest != src.sha256:
             raise FetchError(
-                f"fetch: source '{src.name}': sha256 of {archive.name} is {digest}, expected {src.sha256} "
+                f"source '{src.name}': sha256 of {archive.name} is {digest}, expected {src.sha256} "
                 f"(corrupt download or changed package)"
             )
         n_files = extract_archive(src, archive, files, clients=clients, timeout=timeout)

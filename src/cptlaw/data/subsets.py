@@ -26,11 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cptlaw.errors import SubsetError
+
 SCORE_COLUMNS = ("id", "nll", "ppl", "tokens")
-
-
-class SubsetError(ValueError):
-    """A regime or score file cannot be used; the message is one line naming the key or file."""
 
 
 @dataclass(frozen=True)

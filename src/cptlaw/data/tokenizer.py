@@ -13,13 +13,9 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from cptlaw.errors import first_line
+from cptlaw.errors import TokenizerError, first_line
 
 DEFAULT_SPECIAL = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>"}
-
-
-class TokenizerError(RuntimeError):
-    """The tokenizer cannot be trained or loaded; one-line message naming the key or path."""
 
 
 def train_bpe(

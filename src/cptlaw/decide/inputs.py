@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cptlaw.errors import DecisionError
 from cptlaw.laws import LawForm, get_law
 
 SWEEP_HINT = {
@@ -25,10 +26,6 @@ SWEEP_HINT = {
     "cross": "python -m cptlaw.stages.cpt -m +sweep=dcpt_cross and +sweep=probe (runs with k1, k2 on >= 3 domains)",
     "ppl": "python -m cptlaw.stages.cpt -m +sweep=ppl_regimes (>= 3 perplexity regimes of `ppl-regimes-{d}`)",
 }
-
-
-class DecisionError(ValueError):
-    """A hard input problem of a decision stage; one line saying what is missing and how to get it."""
 
 
 @dataclass

@@ -73,15 +73,3 @@ def tokenizer_for(model_dir: str | Path, fallback_dir: str | Path) -> Any:
     if (model_dir / "tokenizer.json").is_file() or (model_dir / "tokenizer_config.json").is_file():
         return load_tokenizer(model_dir)
     return load_tokenizer(fallback_dir)
-
-
-def input_errors() -> tuple[type[Exception], ...]:
-    """Error classes that mean "bad input" (one-line message): stages exit 1 with the message, no traceback."""
-    errors: list[type[Exception]] = [ModelError]
-    try:
-        from cptlaw.data.corpora import CorpusError
-
-        errors.append(CorpusError)
-    except ImportError:
-        pass
-    return tuple(errors)

@@ -14,13 +14,9 @@ from typing import Any
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
-from cptlaw.errors import first_line
+from cptlaw.errors import ModelError, first_line
 
 SIZE_KEYS = ("d_model", "n_layers", "n_heads", "d_ff")
-
-
-class ModelError(ValueError):
-    """A base model or size cannot be used; the message is one line that says what and where."""
 
 
 def llama_config(size: Mapping[str, Any], vocab_size: int, seq_len: int) -> LlamaConfig:

@@ -15,8 +15,7 @@ from rich.progress import Progress
 
 from cptlaw.config import CONF_DIR
 from cptlaw.data.corpora import CorpusError, build_domain, domain_docs, max_chars_for, write_domain
-from cptlaw.data.extract import ExtractError
-from cptlaw.data.sources import FetchError, check_domains, is_fetched, parse_sources, select_sources
+from cptlaw.data.sources import check_domains, is_fetched, parse_sources, select_sources
 from cptlaw.data.user_sources import user_domains, user_specs
 from cptlaw.stages import exit_on_bad_input
 
@@ -80,7 +79,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with exit_on_bad_input((CorpusError, ExtractError, FetchError), "error"):
+    with exit_on_bad_input("corpora"):
         run(cfg)
 
 

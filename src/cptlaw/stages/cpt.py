@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from cptlaw.config import CONF_DIR, config_hash, project_root, to_dict
 from cptlaw.cpu import setup_cpu
+from cptlaw.errors import CPTConfigError
 from cptlaw.stages import exit_on_bad_input
 from cptlaw.sweep_callback import cpt_experiment_name, register_resolvers
 
@@ -32,10 +33,6 @@ register_resolvers()
 STUDIES = ("dcpt", "ppl_regimes", "probe", "validate")
 RESULT_FILE = "cpt_result.json"
 _NOT_HASHED = ("force", "fail_job", "sweeps", "log_every_n_steps", "eval_batch_size")
-
-
-class CPTConfigError(ValueError):
-    """A `cpt.*` setting is invalid; one line naming the key."""
 
 
 @dataclass
@@ -261,18 +258,9 @@ def _skip_or_train(cfg: DictConfig, p: Plan, summary: dict) -> dict:
     return summary
 
 
-def _errors() -> tuple[type[BaseException], ...]:
-    from cptlaw.data.mixture import MixtureError
-    from cptlaw.data.subsets import SubsetError
-    from cptlaw.lm.model import ModelError
-    from cptlaw.tracking import TrackingError
-
-    return (CPTConfigError, MixtureError, SubsetError, ModelError, TrackingError)
-
-
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with exit_on_bad_input(_errors(), "cpt: error"):
+    with exit_on_bad_input("cpt"):
         run(cfg)
 
 

@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cptlaw.config import CONF_DIR
-from cptlaw.data.sources import FetchError, check_domains, fetch_all, parse_sources, select_sources
+from cptlaw.data.sources import check_domains, fetch_all, parse_sources, select_sources
 from cptlaw.data.user_sources import user_domains
 from cptlaw.stages import exit_on_bad_input
 
@@ -35,7 +35,7 @@ def run(cfg: DictConfig) -> dict[str, str]:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with exit_on_bad_input(FetchError, "error"):
+    with exit_on_bad_input("fetch"):
         run(cfg)
 
 

@@ -29,15 +29,12 @@ from omegaconf import DictConfig
 from cptlaw import fit_plots, tracking
 from cptlaw.config import CONF_DIR, config_hash, to_dict
 from cptlaw.cpu import setup_cpu
+from cptlaw.errors import FitStageError
 from cptlaw.fit_table import fit_table_from_experiments
 from cptlaw.laws import FitError, LawInputError, bootstrap, compare_forms, fit, get_law, ppl_optimum
 from cptlaw.stages import exit_on_bad_input
 
 log = logging.getLogger("cptlaw.fit")
-
-
-class FitStageError(RuntimeError):
-    """Nothing to fit; the message says which runs to make."""
 
 
 def domain_coefficients(dcpt: pd.DataFrame, probe: pd.DataFrame) -> pd.DataFrame:
@@ -249,7 +246,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with exit_on_bad_input((FitStageError, tracking.TrackingError), "fit: error"):
+    with exit_on_bad_input("fit"):
         run(cfg)
 
 

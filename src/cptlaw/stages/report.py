@@ -57,10 +57,8 @@ def run(cfg: DictConfig) -> Path:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from cptlaw.decide.inputs import DecisionError
-    from cptlaw.tracking import TrackingError
 
-    with exit_on_bad_input((DecisionError, TrackingError), f"{STAGE}: error"):
+    with exit_on_bad_input("report"):
         run(cfg)
 
 

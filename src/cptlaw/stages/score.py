@@ -160,9 +160,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from cptlaw.lm.base import input_errors
-
-    with exit_on_bad_input(input_errors(), "error"):
+    with exit_on_bad_input("score"):
         run(cfg)
 
 

@@ -82,18 +82,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return {"domains": out, "config": to_dict(c)}
 
 
-def errors() -> tuple[type[BaseException], ...]:
-    from cptlaw.data.subsets import SubsetError
-    from cptlaw.decide.inputs import DecisionError
-    from cptlaw.laws import LawInputError
-    from cptlaw.tracking import TrackingError
-
-    return (DecisionError, LawInputError, SubsetError, TrackingError)
-
-
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with exit_on_bad_input(errors(), f"{STAGE}: error"):
+    with exit_on_bad_input("select"):
         run(cfg)
 
 

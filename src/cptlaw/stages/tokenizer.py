@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from cptlaw.config import CONF_DIR
 from cptlaw.cpu import setup_cpu
-from cptlaw.data.corpora import SPLITS, CorpusError, read_split
+from cptlaw.data.corpora import SPLITS, read_split
 from cptlaw.stages import exit_on_bad_input
 
 
@@ -75,9 +75,8 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from cptlaw.data.tokenizer import TokenizerError
 
-    with exit_on_bad_input((TokenizerError, CorpusError), "error"):
+    with exit_on_bad_input("tokenizer"):
         run(cfg)
 
 

@@ -1,0 +1,42 @@
+"""Where an artifact came from: git revision, config hash, resolved config and data version.
+
+Written into every base model's `cptlaw.json`, into `fits.json`, beside every score file, and logged with
+every run, so a result can be traced to the code, the settings and the data that made it.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from cptlaw.config import config_hash, project_root, to_dict
+
+
+@functools.cache
+def git_revision() -> str:
+    """`git describe`-style revision of the project checkout (`<sha>` or `<sha>-dirty`), else 'unknown'."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True, text=True, cwd=project_root(), timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def provenance(cfg: Any, data_files: Iterable[str | Path] = (), *, hashed: Any = None) -> dict[str, Any]:
+    """The provenance record: git revision, hash of `hashed` (default: the whole config), data version of
+    `data_files` (DVC md5s where DVC tracks them) and the resolved config."""
+    from cptlaw.data.version import content_version
+
+    files = [Path(f) for f in data_files]
+    return {
+        "git_rev": git_revision(),
+        "config_hash": config_hash(cfg if hashed is None else hashed),
+        "data_version": content_version(files, project_root()) if files else None,
+        "config": to_dict(cfg),
+    }
