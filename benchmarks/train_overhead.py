@@ -23,9 +23,9 @@ import torch
 
 from cptlaw.cpu import setup_cpu
 from cptlaw.lm.cpt import EvalCallback
+from cptlaw.lm.datamodule import PackedDataset
 from cptlaw.lm.model import build_model
 from cptlaw.lm.module import CausalLMModule, lr_at, token_nll
-from cptlaw.lm.packing import PackedDataset
 
 SIZES = {
     "s": {"d_model": 64, "n_layers": 2, "n_heads": 4, "d_ff": 256},

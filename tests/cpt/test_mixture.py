@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from cpt_fixtures import SEQ_LEN, WORDS, make_tokenizer
 
-from cptlaw.data.mixture import MixtureError, build_mixture, eval_rows, interleave, read_split
+from cptlaw.data.corpora import read_split
+from cptlaw.data.mixture import MixtureError, build_mixture, eval_rows, interleave
+from cptlaw.errors import CorpusError
 
 
 @pytest.fixture(scope="module")
@@ -95,5 +97,5 @@ def test_interleave_counts():
 
 
 def test_read_split_unknown_domain(tmp_path):
-    with pytest.raises(MixtureError, match="unknown domain 'nope'"):
+    with pytest.raises(CorpusError, match="unknown domain 'nope'"):
         read_split(tmp_path, "nope", "train")

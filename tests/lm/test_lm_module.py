@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from cptlaw.data.packing import pack
+from cptlaw.lm.datamodule import PackedDataset
 from cptlaw.lm.model import ModelError, build_model, llama_config, non_embedding_params
 from cptlaw.lm.module import CausalLMModule, lr_at, mean_token_loss
-from cptlaw.lm.packing import PackedDataset, pack
 
 SIZE = {"d_model": 32, "n_layers": 2, "n_heads": 4, "d_ff": 64}
 

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from cptlaw.data.extract import LONG, Doc
-from cptlaw.errors import CorpusError
+from cptlaw.errors import CorpusError, first_line
 
 SPLITS = ("train", "val", "test")
 COLUMNS = ["id", "source", "text"]
@@ -260,8 +260,13 @@ def read_split(corpora_dir: str | Path, domain: str, split: str) -> pd.DataFrame
             if Path(corpora_dir).is_dir()
             else []
         )
-        raise CorpusError(f"no corpus {path} (domains built: {have}); run the corpora stage")
-    return pd.read_parquet(path, columns=COLUMNS)
+        raise CorpusError(
+            f"unknown domain '{domain}': no corpus {path} (domains built: {have}); run the corpora stage"
+        )
+    try:
+        return pd.read_parquet(path, columns=COLUMNS).reset_index(drop=True)
+    except (OSError, ValueError, KeyError) as exc:  # truncated file, or written by something else
+        raise CorpusError(f"corrupt corpus split {path} ({first_line(exc)}): re-run the corpora stage") from None
 
 
 # ---------------------------------------------------------------- sources → domain documents

@@ -6,7 +6,7 @@ Budget and share (units: *target tokens*; a packed row of `seq_len + 1` ids trai
   (|domain_tokens − r·D| ≤ seq_len / 2);
 - domain and general rows are interleaved evenly (the domain count of every prefix is within one row of
   r × prefix), so every intermediate evaluation point of the run sees the same r;
-- each stream packs whole documents in a seeded random order (design.md: shuffle documents); the general
+- each stream packs whole documents in a seeded random order (shuffled documents: in file order one source would dominate); the general
   stream's order does not depend on r, so runs at different r share their general text.
 
 Short data: when a stream needs more tokens than its documents hold, `on_short_data="repeat"` reshuffles
@@ -24,23 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
-import pandas as pd
-import torch
 
 from cptlaw.data import corpora
+from cptlaw.data.packing import encode_documents, pack
 from cptlaw.data.subsets import PplStats, Regime, check_aligned, ppl_stats, read_scores, select
 from cptlaw.errors import MixtureError
-from cptlaw.lm.packing import PackedDataset, encode_documents, pack
-
-
-def read_split(corpora_dir: str | Path, domain: str, split: str) -> pd.DataFrame:
-    """One corpus split (`cptlaw.data.corpora.read_split`), with the mixture's one-line error class."""
-    try:
-        return corpora.read_split(corpora_dir, domain, split).reset_index(drop=True)
-    except (corpora.CorpusError, ValueError, OSError, KeyError) as e:  # or a corrupt, column-less parquet
-        raise MixtureError(f"{e} (unknown domain '{domain}' or corpora not built?)") from e
 
 
 @dataclass
@@ -226,36 +215,19 @@ def load_cpt_data(
 ) -> CPTData:
     """Everything a CPT run reads from disk: the regime's subset of `<domain>/train` (ranked by the score file,
     which must be aligned with it), mixed with `general/train`, plus the fixed domain and general test rows."""
-    dom_train = read_split(corpora_dir, domain, "train")
+    dom_train = corpora.read_split(corpora_dir, domain, "train")
     scores = read_scores(scores_path) if scores_path else None
     if scores is not None:
         check_aligned(scores, dom_train["id"], scores_path)
     mixture = build_mixture(
         domain_texts=dom_train["text"].tolist(), domain_pos=select(regime, dom_train["id"], scores),
         domain_ppl=None if scores is None else scores["ppl"].to_numpy(float),
-        general_texts=read_split(corpora_dir, "general", "train")["text"].tolist(), tokenizer=tokenizer,
+        general_texts=corpora.read_split(corpora_dir, "general", "train")["text"].tolist(), tokenizer=tokenizer,
         n_tokens=n_tokens, r=r, seq_len=seq_len, seed=seed, on_short_data=on_short_data,
     )  # fmt: skip
     tests = [
-        eval_rows(read_split(corpora_dir, d, "test")["text"].tolist(), tokenizer, seq_len, eval_sequences,
+        eval_rows(corpora.read_split(corpora_dir, d, "test")["text"].tolist(), tokenizer, seq_len, eval_sequences,
                   what=f"the {d} test split")
         for d in (domain, "general")
     ]  # fmt: skip
     return CPTData(mixture, *tests)
-
-
-class CPTDataModule(L.LightningDataModule):
-    """Serves the fixed training order of a `CPTData` (no shuffling: the mixture already fixed it)."""
-
-    def __init__(self, data: CPTData, batch_size: int, eval_batch_size: int = 16):
-        super().__init__()
-        self.data, self.batch_size, self.eval_batch_size = data, int(batch_size), int(eval_batch_size)
-
-    def train_dataloader(self) -> torch.utils.data.DataLoader:
-        train = PackedDataset(self.data.mixture.train)
-        return torch.utils.data.DataLoader(train, batch_size=self.batch_size, shuffle=False)
-
-    def eval_batches(self, which: str) -> list[torch.Tensor]:
-        rows = {"domain": self.data.domain_test, "general": self.data.general_test}[which]
-        t = torch.from_numpy(rows.astype(np.int64))
-        return list(torch.split(t, self.eval_batch_size))

@@ -1,7 +1,7 @@
 """Byte-level BPE tokenizer (HF `tokenizers`) trained on the general train split, saved as an HF tokenizer dir.
 
 Byte-level: every string round-trips exactly (no unknown token), which per-sample perplexities over code,
-ontology and metamath text need. No BOS/EOS is added on encoding: `cptlaw.lm.packing` appends EOS itself.
+ontology and metamath text need. No BOS/EOS is added on encoding: `cptlaw.data.packing` appends EOS itself.
 """
 
 from __future__ import annotations

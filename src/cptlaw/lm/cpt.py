@@ -28,7 +28,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from cptlaw.data.mixture import CPTDataModule
+from cptlaw.lm.datamodule import CPTDataModule
 from cptlaw.lm.module import CausalLMModule, mean_token_loss
 
 

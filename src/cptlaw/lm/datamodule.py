@@ -13,63 +13,30 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import pandas as pd
 import torch
 
-from cptlaw.data.corpora import read_split
-from cptlaw.lm.model import ModelError
-from cptlaw.lm.packing import PackedDataset, encode_documents, pack
+from cptlaw.data.mixture import CPTData
+from cptlaw.data.packing import packed_split
 
 
-def read_texts(corpora_dir: str | Path, domain: str, split: str) -> pd.DataFrame:
-    """`id, source, text` of one split (`cptlaw.data.corpora.read_split`), with the LM stages' error class."""
-    path = Path(corpora_dir) / domain / f"{split}.parquet"
-    if not path.is_file():
-        raise ModelError(f"corpus split {path} does not exist (run the corpora stage, or check `domains`)")
-    return read_split(corpora_dir, domain, split).reset_index(drop=True)
+class PackedDataset(torch.utils.data.Dataset):
+    """Rows of a packed array as `LongTensor (seq_len + 1,)`; the default collate stacks them to `(B, seq_len + 1)`."""
 
+    def __init__(self, packed: np.ndarray):
+        if packed.ndim != 2:
+            raise ValueError(f"packed array must be 2-D (n_seq, seq_len + 1), got shape {packed.shape}")
+        self.packed = packed
 
-def shuffled_tokens(
-    texts: Sequence[str], tokenizer: Any, n_tokens: int | None, seed: int
-) -> list[np.ndarray]:
-    """Encode documents in a seeded random order until `n_tokens` ids are collected (all if None).
+    def __len__(self) -> int:
+        return len(self.packed)
 
-    Shuffling before packing matters (design.md): in file order, one source becomes the whole set.
-    """
-    order = np.random.default_rng(seed).permutation(len(texts))
-    out: list[np.ndarray] = []
-    total, chunk = 0, 512
-    for start in range(0, len(order), chunk):
-        batch = [texts[i] for i in order[start : start + chunk]]
-        for ids in encode_documents(batch, tokenizer):
-            out.append(ids)
-            total += len(ids)
-        if n_tokens is not None and total >= n_tokens:
-            break
-    return out
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(self.packed[i].astype(np.int64))
 
-
-def packed_split(
-    corpora_dir: str | Path,
-    domain: str,
-    split: str,
-    tokenizer: Any,
-    *,
-    seq_len: int,
-    n_tokens: int | None,
-    seed: int,
-) -> np.ndarray:
-    """`(n_seq, seq_len + 1)` rows from a shuffled split, about `n_tokens` target tokens (all if None)."""
-    texts = read_texts(corpora_dir, domain, split)["text"].tolist()
-    if not texts:
-        raise ModelError(f"corpus split {domain}/{split} is empty")
-    want = None if n_tokens is None else int(n_tokens) + int(n_tokens) // seq_len + seq_len + 1
-    packed = pack(shuffled_tokens(texts, tokenizer, want, seed), seq_len)
-    if n_tokens is not None:
-        packed = packed[: max(1, -(-int(n_tokens) // seq_len))]
-    if len(packed) == 0:
-        raise ModelError(f"corpus split {domain}/{split} has fewer than seq_len + 1 = {seq_len + 1} tokens")
-    return packed
+    @property
+    def n_tokens(self) -> int:
+        """Target tokens in the dataset (`seq_len` per row)."""
+        return int(self.packed.shape[0] * (self.packed.shape[1] - 1))
 
 
 class LMDataModule(L.LightningDataModule):
@@ -138,3 +105,20 @@ class LMDataModule(L.LightningDataModule):
     def val_batches(self, name: str) -> Iterator[torch.Tensor]:
         """Batches of one validation set, for `module.mean_token_loss` outside a Trainer."""
         yield from self.val_dataloader()[self.val_names.index(name)]
+
+
+class CPTDataModule(L.LightningDataModule):
+    """Serves the fixed training order of a `CPTData` (no shuffling: the mixture already fixed it)."""
+
+    def __init__(self, data: CPTData, batch_size: int, eval_batch_size: int = 16):
+        super().__init__()
+        self.data, self.batch_size, self.eval_batch_size = data, int(batch_size), int(eval_batch_size)
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        train = PackedDataset(self.data.mixture.train)
+        return torch.utils.data.DataLoader(train, batch_size=self.batch_size, shuffle=False)
+
+    def eval_batches(self, which: str) -> list[torch.Tensor]:
+        rows = {"domain": self.data.domain_test, "general": self.data.general_test}[which]
+        t = torch.from_numpy(rows.astype(np.int64))
+        return list(torch.split(t, self.eval_batch_size))
