@@ -69,6 +69,42 @@ def test_pretrain_stage_end_to_end(project, mlflow_uri):
     assert len(tracking.runs_frame(["pretrain"])) == 2
 
 
+def test_base_models_carry_provenance(project, mlflow_uri):
+    from cptlaw import tracking
+    from cptlaw.config import project_root, to_dict
+    from cptlaw.data.version import content_version
+    from cptlaw.lm.base import base_model_info
+    from cptlaw.provenance import git_revision
+    from cptlaw.stages.pretrain import run
+
+    cfg = compose_cfg(project, ["model.train_sizes=[a]"])
+    run(cfg)
+    info = base_model_info(project / "models" / "base" / "a")
+    record = info["provenance"]
+    assert record["config_hash"] == info["config_hash"]  # the skip-if-finished key, unchanged
+    tracking.configure(mlflow_uri)
+    assert tracking.runs_frame(["pretrain"]).loc[0, "tags.cptlaw.config_hash"] == info["config_hash"]
+    general = project / "data" / "corpora" / "general" / "train.parquet"
+    assert record["data_version"] == content_version([general], project_root())
+    assert record["git_rev"] == git_revision()
+    assert record["config"] == json.loads(json.dumps(to_dict(cfg)))
+    assert record["config"]["pretrain"]["n_tokens"] == 1280
+
+
+def test_schedule_counts_tokens_over_all_processes():
+    from omegaconf import OmegaConf
+
+    from cptlaw.lm.pretrain import schedule
+
+    p = OmegaConf.create({"batch_size": 4, "seq_len": 32, "n_tokens": 1280, "warmup_frac": 0.25})
+    one = schedule(p, OmegaConf.create({"devices": 1, "strategy": "auto"}))
+    assert (one.world, one.tokens_per_step, one.max_steps, one.warmup_steps) == (1, 128, 10, 2)
+    two = schedule(p, OmegaConf.create({"devices": 2, "strategy": "ddp_spawn"}))
+    assert (two.world, two.tokens_per_step, two.max_steps, two.warmup_steps) == (2, 256, 5, 1)
+    tiny = schedule(OmegaConf.merge(p, {"n_tokens": 10}), OmegaConf.create({"devices": 1}))
+    assert tiny.max_steps == 1  # at least one step
+
+
 def test_pretrain_lowers_loss(project, mlflow_uri):
     from cptlaw.stages.pretrain import run
 

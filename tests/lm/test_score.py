@@ -12,8 +12,15 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from cptlaw.config import CONF_DIR
+from cptlaw.data.landscape import aggregate, per_sample_ppl, ppl_stats
 from cptlaw.lm.model import ModelError, build_model, load_causal_lm
-from cptlaw.lm.score import aggregate, rolling_windows, score_naive, score_token_ids
+from cptlaw.lm.score import (
+    prefix_token_id,
+    rolling_windows,
+    score_naive,
+    score_token_ids,
+    window_settings,
+)
 
 SIZE = {"d_model": 32, "n_layers": 2, "n_heads": 4, "d_ff": 64}
 
@@ -132,6 +139,57 @@ def test_aggregate_keeps_sums_until_the_end():
     assert stats["corpus_log_ppl"] == pytest.approx(8 / 3)
 
 
+def test_landscape_statistics_by_hand():
+    """Per-sample log-ppl 1, 2, 4 (nll / tokens) and an empty sample: every statistic written out by hand."""
+    nll, tokens = np.array([2.0, 2.0, 12.0, 0.0]), np.array([2, 1, 3, 0])
+    ppl = per_sample_ppl(nll, tokens)
+    np.testing.assert_allclose(ppl[:3], [np.e, np.e**2, np.e**4])
+    assert np.isnan(ppl[3])
+    stats = aggregate(nll, tokens, quantiles=(0.5,))
+    assert (stats["n_samples"], stats["n_empty"], stats["n_tokens"]) == (4, 1, 6)
+    assert stats["corpus_log_ppl"] == pytest.approx(16 / 6)
+    assert stats["corpus_ppl"] == pytest.approx(np.exp(16 / 6))
+    assert stats["log_ppl_mean"] == pytest.approx(7 / 3)
+    assert stats["log_ppl_std"] == pytest.approx(
+        np.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 3)
+    )
+    mean = (np.e + np.e**2 + np.e**4) / 3
+    assert stats["ppl_mean"] == pytest.approx(mean)
+    assert stats["ppl_std"] == pytest.approx(
+        np.sqrt(((np.e - mean) ** 2 + (np.e**2 - mean) ** 2 + (np.e**4 - mean) ** 2) / 3)
+    )
+    assert stats["log_ppl_q50"] == pytest.approx(2.0) and stats["ppl_q50"] == pytest.approx(np.e**2)
+    # the subset statistics of a CPT run (from a score file's ppl column) are the same numbers
+    subset = ppl_stats(ppl[:3])
+    assert subset.n_samples == 3
+    for key, value in subset.as_metrics().items():
+        assert value == pytest.approx(stats[key], rel=1e-12), key
+    assert np.isnan(aggregate(np.zeros(1), np.zeros(1, dtype=int))["ppl_mean"])
+
+
+def test_ppl_statistics_have_one_home():
+    from cptlaw.data import landscape, subsets
+
+    assert subsets.ppl_stats is landscape.ppl_stats and subsets.PplStats is landscape.PplStats
+
+
+def test_prefix_token_and_window_rules():
+    class Tok:
+        eos_token_id, bos_token_id = 7, 3
+
+    class NoBos:
+        eos_token_id, bos_token_id = 7, None
+
+    assert prefix_token_id(Tok(), pretrained_here=True) == 7  # our models saw EOS as document start
+    assert prefix_token_id(Tok(), pretrained_here=False) == 3  # a foreign HF model: BOS
+    assert prefix_token_id(NoBos(), pretrained_here=False) == 7  # ... falling back to EOS
+    assert window_settings(None, None, 64) == (64, 32)
+    assert window_settings(16, 16, 64) == (16, 16)
+    assert window_settings(1, None, 64) == (1, 1)
+    with pytest.raises(ModelError, match=r"^score.stride must be in \[1, 16\] \(score.max_length\), got 17"):
+        window_settings(16, 17, 64)
+
+
 # --- pool scoring and the stage ---------------------------------------------------------------------------
 
 
@@ -182,6 +240,37 @@ def test_score_stage_end_to_end(project, mlflow_uri):
     tracking.configure(mlflow_uri)
     runs = tracking.runs_frame(["score"])
     assert len(runs) == 3 and runs["metrics.ppl_mean"].notna().sum() == 2
+    # the statistics of the score file are those of the summary
+    medical = pd.read_parquet(project / "data" / "scores" / "medical" / "a.parquet")
+    assert metrics["domains"]["medical"]["ppl_mean"] == pytest.approx(medical["ppl"].mean(), rel=1e-12)
+
+
+def test_score_files_carry_provenance(project, mlflow_uri):
+    import json
+
+    from cptlaw import tracking
+    from cptlaw.config import project_root, to_dict
+    from cptlaw.data.version import content_version
+    from cptlaw.provenance import git_revision
+    from cptlaw.stages.score import run
+
+    cfg = compose_cfg(project, ["domains=[medical]"])
+    run(cfg)
+    record = json.loads((project / "data" / "scores" / "medical" / "a.provenance.json").read_text())
+    tracking.configure(mlflow_uri)
+    runs = tracking.runs_frame(["score"])
+    scored = runs[runs["params.domain"] == "medical"].iloc[0]
+    assert record["config_hash"] == scored["tags.cptlaw.config_hash"]
+    assert record["run_id"] == scored["run_id"] and record["base_model"] == "a"
+    split = project / "data" / "corpora" / "medical" / "train.parquet"
+    assert record["data_version"] == content_version([split], project_root())
+    model_files = sorted(p for p in (project / "models" / "base" / "a").iterdir() if p.is_file())
+    assert record["base_model_version"] == content_version(model_files, project_root())
+    assert record["git_rev"] == git_revision() and record["config"] == json.loads(json.dumps(to_dict(cfg)))
+    assert sorted(p.name for p in (project / "data" / "scores" / "medical").iterdir()) == [
+        "a.parquet",
+        "a.provenance.json",
+    ]
 
 
 def test_interrupted_then_resumed_is_identical(project, monkeypatch):

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cptlaw.data.landscape import PplStats, ppl_stats  # noqa: F401 - the statistics of a subset, re-exported
 from cptlaw.errors import SubsetError
 
 SCORE_COLUMNS = ("id", "nll", "ppl", "tokens")
@@ -43,25 +44,6 @@ class Regime:
     @property
     def is_random(self) -> bool:
         return self.ids_path is None and self.q_lo <= 0.0 and self.q_hi >= 1.0
-
-
-@dataclass(frozen=True)
-class PplStats:
-    """Landscape statistics of a subset (per-sample, unweighted): μ and σ of ppl and of natural-log ppl."""
-
-    ppl_mean: float
-    ppl_std: float
-    log_ppl_mean: float
-    log_ppl_std: float
-    n_samples: int
-
-    def as_metrics(self) -> dict[str, float]:
-        return {
-            "ppl_mean": self.ppl_mean,
-            "ppl_std": self.ppl_std,
-            "log_ppl_mean": self.log_ppl_mean,
-            "log_ppl_std": self.log_ppl_std,
-        }
 
 
 _CW = re.compile(r"^c(\d{1,3})w(\d{1,3})$")
@@ -185,15 +167,3 @@ def check_aligned(scores: pd.DataFrame, train_ids: pd.Series, path: str | Path) 
         raise SubsetError(
             f"perplexity scores {path} are not aligned with the train split (re-run the score stage)"
         )
-
-
-def ppl_stats(ppl: np.ndarray) -> PplStats:
-    """μ, σ (population std) of per-sample ppl and of log-ppl; NaN when there are no scores."""
-    ppl = np.asarray(ppl, dtype=float)
-    if len(ppl) == 0:
-        nan = float("nan")
-        return PplStats(nan, nan, nan, nan, 0)
-    log_ppl = np.log(ppl)
-    return PplStats(
-        float(ppl.mean()), float(ppl.std()), float(log_ppl.mean()), float(log_ppl.std()), len(ppl)
-    )

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from cptlaw.config import config_hash
-from cptlaw.lm.score import per_sample_ppl, score_token_ids
+from cptlaw.data.landscape import per_sample_ppl
+from cptlaw.lm.score import score_token_ids
 
 
 def model_files_key(model_dir: str | Path) -> list[tuple[str, int, int]]:

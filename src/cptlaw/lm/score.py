@@ -3,8 +3,11 @@
 What is scored (lm-evaluation-harness `loglikelihood_rolling`): a sample's tokens x_1..x_n (no special
 tokens) are preceded by the EOS id x_0 — the document separator the base model saw during packed
 pre-training — and every x_i, i = 1..n, is scored exactly once as log p(x_i | x_<i). The EOS itself is not
-scored. Summed NLL and token counts stay separate per sample until `aggregate` computes means, perplexity
-and the landscape statistics.
+scored. Summed NLL and token counts stay separate per sample until `cptlaw.data.landscape` computes
+per-sample perplexity and the landscape statistics.
+
+Which token is x_0 (`prefix_token_id`): our base models saw EOS between packed documents, so EOS is their
+"start of document"; for a foreign Hugging Face model it is BOS (as in lm-evaluation-harness), else EOS.
 
 Sliding windows (samples longer than the context `max_length` = W, with `stride` S ≤ W): over the sequence
 t = x_0..x_n, window 1 feeds t[0:min(W, n)] and scores targets x_1..x_min(W,n). Window k > 1 ends at target
@@ -48,6 +51,23 @@ def rolling_windows(n: int, max_length: int, stride: int) -> list[tuple[int, int
         windows.append((new_end - max_length, new_end, new_end - end))
         end = new_end
     return windows
+
+
+def window_settings(max_length: int | None, stride: int | None, context: int) -> tuple[int, int]:
+    """`(max_length, stride)` of the rolling windows: `max_length` defaults to the model's `context`, `stride`
+    to half of `max_length`; a one-line `ModelError` naming `score.stride` unless 1 <= stride <= max_length."""
+    max_length = int(max_length or context)
+    stride = int(stride or max(1, max_length // 2))
+    if not 1 <= stride <= max_length:
+        raise ModelError(f"score.stride must be in [1, {max_length}] (score.max_length), got {stride}")
+    return max_length, stride
+
+
+def prefix_token_id(tokenizer: Any, *, pretrained_here: bool) -> int:
+    """x_0 of every sample: EOS for a base model pre-trained here (the document separator it was trained
+    with), else the tokenizer's BOS, falling back to EOS (see the module docstring)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return tokenizer.eos_token_id if pretrained_here or bos is None else bos
 
 
 @dataclass(frozen=True)
@@ -231,6 +251,21 @@ def score_strategy(devices: int | str, strategy: str) -> str:
     return strategy
 
 
+def score_device(accelerator: str, precision: str, devices: Any, strategy: str = "auto") -> dict[str, Any]:
+    """Lightning settings of a scoring run (`score.trainer`), checked on this machine before any work:
+    `devices` a whole number >= 1, the strategy from `score_strategy`; one-line `ModelError`s."""
+    from cptlaw.lm.trainer import check_trainer
+
+    if not isinstance(devices, int) or devices < 1:
+        raise ModelError(
+            f"score.trainer.devices must be a whole number >= 1 (how many to use), got {devices!r}"
+        )
+    device = {"accelerator": str(accelerator), "precision": str(precision), "devices": devices}
+    device["strategy"] = score_strategy(devices, str(strategy))
+    check_trainer(device, "score.trainer")
+    return device
+
+
 def sample_sums(windows: Windows, n_samples: int, outputs: Sequence[dict[str, torch.Tensor]]) -> np.ndarray:
     """Per-sample summed NLL (original order) from predict outputs."""
     window_nll = np.zeros(len(windows.ids), dtype=np.float64)
@@ -292,32 +327,3 @@ def score_naive(model: torch.nn.Module, token_ids: Sequence[np.ndarray], *, pref
             tgt = t[a + 1 : b + 1]
             out[i] -= float(lp[-m:].gather(1, tgt[-m:].unsqueeze(1)).sum())
     return out
-
-
-def aggregate(nll: np.ndarray, tokens: np.ndarray, *, quantiles: Sequence[float] = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)) -> dict[str, Any]:  # fmt: skip
-    """The one aggregation: per-sample log-ppl = nll / tokens, ppl = exp(log-ppl); landscape statistics."""
-    nll, tokens = np.asarray(nll, dtype=np.float64), np.asarray(tokens, dtype=np.int64)
-    ok = tokens > 0
-    log_ppl = nll[ok] / tokens[ok]
-    ppl = np.exp(log_ppl)
-    stats: dict[str, Any] = {
-        "n_samples": int(len(nll)), "n_empty": int((~ok).sum()), "n_tokens": int(tokens.sum()),
-        "corpus_log_ppl": float(nll.sum() / max(tokens.sum(), 1)),
-        "ppl_mean": float(ppl.mean()) if len(ppl) else float("nan"),
-        "ppl_std": float(ppl.std()) if len(ppl) else float("nan"),
-        "log_ppl_mean": float(log_ppl.mean()) if len(ppl) else float("nan"),
-        "log_ppl_std": float(log_ppl.std()) if len(ppl) else float("nan"),
-    }  # fmt: skip
-    stats["corpus_ppl"] = float(np.exp(stats["corpus_log_ppl"]))
-    for q in quantiles:
-        key = f"q{round(q * 100):02d}"
-        stats[f"ppl_{key}"] = float(np.quantile(ppl, q)) if len(ppl) else float("nan")
-        stats[f"log_ppl_{key}"] = float(np.quantile(log_ppl, q)) if len(ppl) else float("nan")
-    return stats
-
-
-def per_sample_ppl(nll: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-    """exp(nll / tokens); NaN for samples without tokens."""
-    tokens = np.asarray(tokens, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(tokens > 0, np.exp(np.asarray(nll) / np.where(tokens > 0, tokens, 1)), np.nan)
