@@ -6,13 +6,19 @@
    style, Besiroglu et al. 2024): `scipy.optimize.minimize(method="L-BFGS-B")` on the log-Huber objective in
    the log-sum-exp parameterisation, finite-difference gradients, from every start of a grid, in a Python loop.
 2. Chinchilla real data (240 points): ours vs the plain 4,500-start fit measured at 53.5 s (data README).
+   Needs the reference data: set CPTLAW_REFDATA to a folder holding `data/chinchilla_hoffmann2022_fig4.csv`
+   (Hoffmann et al.'s points as extracted by Besiroglu et al. 2024, `svg_extracted_data.csv` in
+   github.com/epoch-research/analyzing-chinchilla); without it, part 2 is skipped with that hint.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -62,6 +68,17 @@ def plain_dcpt(x: dict[str, np.ndarray], y: np.ndarray, grid: str) -> tuple[floa
     return best, best_p, n
 
 
+def refdata_path(relative: str) -> Path | None:
+    """A reference-data file under $CPTLAW_REFDATA, or None with a hint on stderr."""
+    root = os.environ.get("CPTLAW_REFDATA")
+    path = Path(root) / relative if root else None
+    if path is None or not path.is_file():
+        print(f"skipped: {relative} not found; set CPTLAW_REFDATA to the reference-data folder "
+              "(docs/laws.md, 'Reference data', says where to get it)", file=sys.stderr)  # fmt: skip
+        return None
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--plain-grid", choices=["small", "full"], default="small",
@@ -89,7 +106,10 @@ def main() -> None:
           f"C={np.exp(pp['c']):.4g} alpha={pp['alpha']:.4f} beta={pp['beta']:.4f} eta={pp['eta']:.4f} "
           f"gamma={pp['gamma']:.4f}")  # fmt: skip
 
-    d = pd.read_csv("/work/shared/data/chinchilla_hoffmann2022_fig4.csv").sort_values("loss").iloc[:-5]
+    path = refdata_path("data/chinchilla_hoffmann2022_fig4.csv")
+    if path is None:
+        return
+    d = pd.read_csv(path).sort_values("loss").iloc[:-5]
     t0 = time.perf_counter()
     res = fit("chinchilla", d, d["loss"].to_numpy())
     t_c = time.perf_counter() - t0

@@ -87,20 +87,54 @@ class LawForm:
         """Box for the nonlinear parameters given the data (default: the form's fixed `bounds`)."""
         return self.bounds
 
+    def constant_bounds(self) -> tuple[tuple[float, float], ...]:
+        """Box of the linear constants: [0, inf) each for the built-in forms (the papers' positive constants)."""
+        return tuple((0.0, np.inf) for _ in self.linear)
+
     def features(self, X: Mapping[str, Any]) -> Features:
         """Validated, precomputed (log) features; computed once per fit."""
         raise NotImplementedError
 
+    def n_rows(self, feats: Features) -> int:
+        return int(next(iter(v for v in feats.values() if np.ndim(v) == 1)).shape[0])
+
     def design(self, feats: Features, theta: np.ndarray) -> np.ndarray:
         """(n, k) design matrix, one column per linear constant, for exponents `theta`."""
         raise NotImplementedError
+
+    def design_jac(self, feats: Features, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(design (n, k), d design / d theta (n, k, p)); exact by complex step (Squire & Trapp 1998)."""
+        h = 1e-30
+        p = len(theta)
+        jac = np.empty((self.n_rows(feats), len(self.linear), p))
+        phi = None
+        for j in range(p):
+            tc = np.asarray(theta, dtype=float).astype(complex)
+            tc[j] += 1j * h
+            d = self.design(feats, tc)
+            jac[:, :, j] = d.imag / h
+            if phi is None:
+                phi = d.real
+        if phi is None:
+            phi = np.real(self.design(feats, theta))
+        return phi, jac
+
+    def offset(self, feats: Features, theta: np.ndarray) -> np.ndarray | None:
+        """Part of the law without a linear constant (None: there is none; every built-in form)."""
+        return None
+
+    def offset_jac(self, feats: Features, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(offset (n,), d offset / d theta (n, p)), or None."""
+        return None
 
     def predict(self, params: Mapping[str, float], X: Mapping[str, Any]) -> np.ndarray:
         """Predicted loss for a dict of paper-named parameters (as in `FitResult.params`)."""
         feats = self.features(X)
         theta = np.array([params[p] for p in self.nonlinear], dtype=float)
         c = np.array([params[p] for p in self.linear], dtype=float)
-        return self.design(feats, theta) @ c
+        pred = self.design(feats, theta) @ c
+        off = self.offset(feats, theta)
+        return pred if off is None else pred + off
 
 
 # ----------------------------------------------------------------------------------------------- forms
