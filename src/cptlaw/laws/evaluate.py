@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from cptlaw.laws.fit import FitError, FitResult, check_loss, fit
+from cptlaw.laws.fit import FitError, FitProblem, check_loss, fit, refit
 from cptlaw.laws.forms import LawForm, LawInputError, get_law
 from cptlaw.laws.metrics import all_metrics
 
@@ -37,6 +37,29 @@ class BootstrapResult:
     n_failed: int
     samples: dict[str, np.ndarray]  # parameter or decision name -> values over successful resamples
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    form: LawForm | None = field(default=None, repr=False, compare=False)
+    fixed: dict[str, float] = field(default_factory=dict)
+
+    def param_dicts(self) -> list[dict[str, float]]:
+        """One params dict per successful resample (the form's parameters plus its fixed values)."""
+        assert self.form is not None
+        names = self.form.param_names
+        m = self.samples[names[0]].size if names else 0
+        return [{p: float(self.samples[p][i]) for p in names} | self.fixed for i in range(m)]
+
+    def predict(self, X: Mapping[str, Any]) -> np.ndarray:
+        """(resamples, points) predictions: the bootstrap distribution of the law at `X`."""
+        assert self.form is not None
+        feats = self.form.features(X)
+        out = []
+        for p in self.param_dicts():
+            th = np.array([p[k] for k in self.form.nonlinear], dtype=float)
+            c = np.array([p[k] for k in self.form.linear], dtype=float)
+            with np.errstate(all="ignore"):
+                pred = np.real(self.form.design(feats, th)) @ c
+                off = self.form.offset(feats, th)
+            out.append(pred if off is None else pred + off)
+        return np.asarray(out).reshape(len(out), -1)
 
     def to_dict(self) -> dict[str, Any]:
         return {"level": self.level, "n_boot": self.n_boot, "n_failed": self.n_failed,
@@ -44,14 +67,27 @@ class BootstrapResult:
                 "median": {k: float(np.median(v)) for k, v in self.samples.items() if v.size}}  # fmt: skip
 
 
+def resample_weights(groups: Any, n_boot: int, seed: int = 0) -> np.ndarray:
+    """(n_boot, n_points) multiplicities of each point when whole groups are drawn with replacement."""
+    uniq, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, uniq.size, (n_boot, uniq.size))
+    counts = np.stack([np.bincount(d, minlength=uniq.size) for d in draws])
+    return counts[:, inverse].astype(float)
+
+
 def bootstrap(
     form: LawForm | str, X: Mapping[str, Any], y: Any, groups: Any, *, n_boot: int = 100, level: float = 0.9,
-    seed: int = 0, base: FitResult | None = None, derived: Mapping[str, Callable[[dict], float]] | None = None,
-    n_starts: int = 16, **fit_kwargs: Any,
+    seed: int = 0, base: Any = None, derived: Mapping[str, Callable[[dict], float]] | None = None,
+    n_starts: int = 16, method: str = "warm", **fit_kwargs: Any,
 ) -> BootstrapResult:  # fmt: skip
     """Refit on `n_boot` resamples of whole groups (e.g. run ids) drawn with replacement.
 
-    Each refit starts from `base` (the full-data fit, computed if not given) plus `n_starts` fresh starts.
+    `method="warm"` (default): each resample is the full data with bootstrap multiplicities as point
+    weights, refitted by project + polish from `base` (the full-data fit, computed if not given; anything
+    with a `params` dict) -- a resample's optimum sits near the full-data one, so the scan is not needed
+    (~5 ms per resample of a 200-point D-CPT fit). `method="full"`: a full multi-start fit per resample
+    (`n_starts` fresh starts plus `base`), for laws with several competing optima.
     `derived`: name -> function of a params dict (e.g. a usage's r_d), whose CIs are reported too.
     """
     form = get_law(form) if isinstance(form, str) else form
@@ -61,18 +97,25 @@ def bootstrap(
         raise LawInputError(f"`groups` must have one label per point ({y.size}), got {groups.size}")
     if not 0 < level < 1:
         raise LawInputError(f"`level` must be in (0, 1), got {level}")
+    if method not in ("warm", "full"):
+        raise LawInputError(f"`method` must be 'warm' or 'full', got {method!r}")
     base = base or fit(form, X, y, **fit_kwargs)
-    uniq, inverse = np.unique(groups, return_inverse=True)
-    rows_of = [np.flatnonzero(inverse == g) for g in range(uniq.size)]
-    rng = np.random.default_rng(seed)
     names = list(form.param_names) + list(derived or {})
     samples: dict[str, list[float]] = {k: [] for k in names}
     failed = 0
-    for _ in range(n_boot):
-        idx = np.concatenate([rows_of[g] for g in rng.integers(0, uniq.size, uniq.size)])
+    weights = resample_weights(groups, n_boot, seed)
+    if method == "warm":
+        kw: dict[str, Any] = {}
+        prob = FitProblem(form, form.features(X), y, fit_kwargs.get("delta", 1e-3), fit_kwargs.get("bounds"))
+    rng = np.random.default_rng(seed + 1)
+    for w in weights:
         try:
-            res = fit(form, take(X, idx, form.columns), y[idx], init=base.params, n_starts=n_starts,
-                      seed=int(rng.integers(2**31)), **fit_kwargs)  # fmt: skip
+            if method == "warm":
+                res = refit(prob.with_weights(w), base.params, **kw)
+            else:
+                idx = np.repeat(np.arange(y.size), w.astype(int))
+                res = fit(form, take(X, idx, form.columns), y[idx], init=base.params, n_starts=n_starts,
+                          seed=int(rng.integers(2**31)), **fit_kwargs)  # fmt: skip
             vals = {p: res.params[p] for p in form.param_names}
             for k, fn in (derived or {}).items():
                 vals[k] = float(fn(res.params))
@@ -84,7 +127,7 @@ def bootstrap(
     arr = {k: np.asarray(v, dtype=float) for k, v in samples.items()}
     q = ((1 - level) / 2, 1 - (1 - level) / 2)
     ci = {k: (float(np.quantile(v, q[0])), float(np.quantile(v, q[1]))) for k, v in arr.items() if v.size}
-    return BootstrapResult(level, n_boot, failed, arr, ci)
+    return BootstrapResult(level, n_boot, failed, arr, ci, form=form, fixed=dict(form.fixed))
 
 
 @dataclass
