@@ -168,7 +168,8 @@ class FormulaLaw(LawForm):
 
     def design_jac(self, f, theta):
         n, k, p = self.n_rows(f), len(self.linear), len(self.nonlinear)
-        out = self._fn["jac"](*self._args(f, theta))
+        with np.errstate(all="ignore"):
+            out = self._fn["jac"](*self._args(f, theta))
         vals = [np.broadcast_to(np.asarray(v, dtype=float), (n,)) for v in out]
         phi = np.stack(vals[:k], axis=1) if k else np.zeros((n, 0))
         jac = np.stack(vals[k:], axis=1).reshape(n, k, p) if k and p else np.zeros((n, k, p))
@@ -181,10 +182,9 @@ class FormulaLaw(LawForm):
         if self._fn["offset"] is None:
             return None
         n = self.n_rows(f)
-        vals = [
-            np.broadcast_to(np.asarray(v, dtype=float), (n,))
-            for v in self._fn["offset_jac"](*self._args(f, theta))
-        ]
+        with np.errstate(all="ignore"):
+            raw = self._fn["offset_jac"](*self._args(f, theta))
+        vals = [np.broadcast_to(np.asarray(v, dtype=float), (n,)) for v in raw]
         off = vals[0]
         jac = np.stack(vals[1:], axis=1) if len(vals) > 1 else np.zeros((n, 0))
         with np.errstate(invalid="ignore"):
