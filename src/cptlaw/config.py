@@ -51,3 +51,16 @@ def config_hash(cfg: DictConfig | dict, *, length: int = 16) -> str:
     """Stable hash of a (sub)config: same settings → same hash, used to skip finished runs."""
     blob = json.dumps(to_dict(cfg), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def _csv(values: Any) -> str:
+    """A list as a Hydra sweep value (`a,b,c`), so sweep configs can read their lists from profile keys."""
+    if isinstance(values, str | int | float):
+        return str(values)
+    return ",".join(str(v) for v in values)
+
+
+def register_resolvers() -> None:
+    """`${cptlaw_csv:...}` for the sweep configs (idempotent)."""
+    if not OmegaConf.has_resolver("cptlaw_csv"):
+        OmegaConf.register_new_resolver("cptlaw_csv", _csv)

@@ -7,8 +7,6 @@ jobs racing to migrate a fresh SQLite store fail), then opens the parent run and
 On multirun end it collects the jobs' `cpt_result.json` files into `<reports>/sweeps/<name>.json` (run id,
 config hash, skipped/finished per cell) and `<reports>/metrics/cpt_<name>.json`, and ends the parent run.
 If the multirun dies first, an exit hook ends the parent run FAILED (never left RUNNING).
-
-Also home of the small config helpers shared by the stage and the sweep configs (light imports only).
 """
 
 from __future__ import annotations
@@ -21,30 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-PARENT_ENV = "CPTLAW_PARENT_RUN_ID"
-_EXPERIMENT = {"dcpt": "dcpt", "ppl_regimes": "ppl-regimes", "probe": "probe", "validate": "validate"}
-
-
-def cpt_experiment_name(study: str, domain: str, prefix: str = "") -> str:
-    """MLflow experiment of a CPT run (docs/CONTRACTS.md): `dcpt-<domain>`, `ppl-regimes-<domain>`, …"""
-    return f"{prefix}{_EXPERIMENT.get(study, study)}-{domain}"
-
-
-def _csv(values: Any) -> str:
-    """A list as a Hydra sweep value (`a,b,c`), so sweep configs can read their lists from profile keys."""
-    if isinstance(values, str | int | float):
-        return str(values)
-    return ",".join(str(v) for v in values)
-
-
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("cptlaw_csv"):
-        OmegaConf.register_new_resolver("cptlaw_csv", _csv)
-
+from cptlaw import layout
+from cptlaw.config import register_resolvers
 
 register_resolvers()
+
+PARENT_ENV = "CPTLAW_PARENT_RUN_ID"
 
 
 def _sweep_values(config: DictConfig, key: str, default: Any) -> list[str]:
@@ -69,11 +51,11 @@ class SweepParentRun(Callback):
         from cptlaw import tracking
 
         tracking.configure_from(self.tracking)
-        prefix = str(self.tracking.get("experiment_prefix") or "")
+        prefix = str(self.tracking.get("experiment_prefix") or "")  # the callback's own tracking node
         study = str(self.study or config.cpt.study)
         domains = _sweep_values(config, "cpt.domain", config.cpt.domain)
         root = self.tracking.get("artifact_root")
-        names = [cpt_experiment_name(study, d, prefix) for d in domains]
+        names = [layout.cpt_experiment(study, d, prefix) for d in domains]
         for name in names:
             tracking.experiment_id(name, root)
         parent_exp = names[0] if len(set(names)) == 1 else f"{prefix}sweeps"
@@ -109,11 +91,9 @@ class SweepParentRun(Callback):
             os.environ.pop(PARENT_ENV, None)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from cptlaw.stages.cpt import RESULT_FILE
-
         results = []
         for path in sorted(
-            Path(config.hydra.sweep.dir).glob(f"*/{RESULT_FILE}"), key=lambda p: int(p.parent.name)
+            Path(config.hydra.sweep.dir).glob(f"*/{layout.CPT_RESULT_FILE}"), key=lambda p: int(p.parent.name)
         ):
             results.append({"job": int(path.parent.name), **json.loads(path.read_text())})
         statuses = [r.get("status") for r in results]
@@ -127,10 +107,10 @@ class SweepParentRun(Callback):
         if ran:
             metrics["mean_tokens_per_s"] = round(sum(r["tokens_per_s"] for r in ran) / len(ran), 1)
         reports = Path(self.reports)
-        (reports / "sweeps").mkdir(parents=True, exist_ok=True)
+        layout.sweep_summary(reports, self.name).parent.mkdir(parents=True, exist_ok=True)
         (reports / "metrics").mkdir(parents=True, exist_ok=True)
         summary = {"sweep": self.name, "parent_run_id": self.parent_id, **metrics, "runs": results}
-        (reports / "sweeps" / f"{self.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+        layout.sweep_summary(reports, self.name).write_text(json.dumps(summary, indent=2) + "\n")
         (reports / "metrics" / f"cpt_{self.name}.json").write_text(json.dumps(metrics, indent=2) + "\n")
         print(f"[sweep] {self.name}: {metrics}")
         self._end("FINISHED", {"cptlaw.n_cells": len(results)})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -24,6 +25,8 @@ from cptlaw.errors import TrackingError
 PARENT_TAG = "mlflow.parentRunId"
 CONFIG_HASH_TAG = "cptlaw.config_hash"
 STAGE_TAG = "cptlaw.stage"
+HOST_TAG, PID_TAG, PID_START_TAG = "cptlaw.host", "cptlaw.pid", "cptlaw.pid_start"
+KILLED_TAG = "cptlaw.killed_reason"
 _LAUNCHER_USED: list[str] = []  # the `mlflow run` launcher's run, once this process has used it
 _CONFIGURED: list[
     str
@@ -96,6 +99,72 @@ def find_finished(exp_name: str, config_hash: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+def _pid_start(pid: int) -> str:
+    """Start time of process `pid` in clock ticks since boot (/proc), so a reused pid is not taken for it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def process_tags() -> dict[str, str]:
+    """Host, pid and pid start time of this process: lets a later run tell whether a RUNNING run is orphaned."""
+    pid = os.getpid()
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), PID_START_TAG: _pid_start(pid)}
+
+
+def _process_alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        pass
+    return not start or _pid_start(pid) in ("", start)
+
+
+def mark_orphans(exp_name: str, config_hash: str) -> list[str]:
+    """End as KILLED every RUNNING run of `exp_name` with this config hash whose process is gone.
+
+    A SIGKILL (OOM killer, preemption, a killed SLURM task) never lets a run end itself; its cell's next
+    attempt calls this first. Only runs started on this host can be checked (a pid means nothing elsewhere);
+    runs of other hosts are left as they are. Returns the ids marked.
+    """
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(exp_name)
+    if exp is None:
+        return []
+    running = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{config_hash}' and attributes.status = 'RUNNING'",
+    )
+    host, marked = socket.gethostname(), []
+    for r in running:
+        t = r.data.tags
+        if t.get(HOST_TAG) != host or not t.get(PID_TAG, "").isdigit():
+            continue
+        if _process_alive(int(t[PID_TAG]), t.get(PID_START_TAG, "")):
+            continue
+        reason = (
+            f"process {t[PID_TAG]} on {host} ended without closing the run (killed); found by a resumed cell"
+        )
+        client.set_tag(r.info.run_id, KILLED_TAG, reason)
+        client.set_terminated(r.info.run_id, "KILLED")
+        marked.append(r.info.run_id)
+    return marked
+
+
+def log_dataset(source: str | Path, name: str, digest: str, context: str = "training") -> None:
+    """Log the data a run trained on as an MLflow dataset (the UI's Dataset column): `name` says which corpus
+    and subset, `digest` is its content version, `source` the folder it was read from."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    src = resolve_dataset_source(Path(source).resolve().as_uri())
+    dataset = MetaDataset(src, name=name, digest=digest)
+    mlflow.log_input(dataset, context=context)
+
+
 @contextlib.contextmanager
 def run(
     exp_name: str,
@@ -116,7 +185,7 @@ def run(
             "tracking is not configured: call cptlaw.tracking.configure(uri) before opening a run"
         )
     exp_id = experiment_id(exp_name, artifact_root)
-    all_tags = {k: str(v) for k, v in (tags or {}).items()}
+    all_tags = {k: str(v) for k, v in (tags or {}).items()} | process_tags()
     if config_hash:
         all_tags[CONFIG_HASH_TAG] = config_hash
     # Under `mlflow run` the launcher made a run (MLFLOW_RUN_ID): the first run of the process is that run,

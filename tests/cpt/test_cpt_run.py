@@ -140,7 +140,8 @@ def test_bfloat16_weights_are_their_own_runs(env):
     keeps the hash it had before the option existed, so finished runs stay finished."""
     from omegaconf import open_dict
 
-    from cptlaw.stages.cpt import plan, run
+    from cptlaw.lm.cpt_run import plan
+    from cptlaw.stages.cpt import run
 
     cfg = compose_cfg(env)
     p32 = plan(cfg)

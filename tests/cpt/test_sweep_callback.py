@@ -9,7 +9,8 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
 from cptlaw import tracking
-from cptlaw.sweep_callback import PARENT_ENV, SweepParentRun, cpt_experiment_name
+from cptlaw.layout import cpt_experiment as cpt_experiment_name
+from cptlaw.sweep_callback import PARENT_ENV, SweepParentRun
 
 
 def _config(tmp_path):

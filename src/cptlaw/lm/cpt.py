@@ -1,7 +1,8 @@
 """Continual pre-training of a base model for D tokens, evaluated along the way (several (D, loss) points).
 
 CPT is pre-training from a checkpoint (litgpt): the same `CausalLMModule`, started at (or below) the base
-model's final pre-training learning rate to avoid the re-warming bump (design.md lesson), with a flat
+model's final pre-training learning rate to avoid the re-warming bump (a higher rate makes the loss rise
+for the first tens of thousands of tokens), with a flat
 schedule by default (`min_lr_ratio = 1`) so that an intermediate evaluation point of a long run is the
 same experiment as a shorter run ending there.
 
@@ -23,11 +24,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 
+from cptlaw.config import to_dict as cfg_dict
 from cptlaw.lm.datamodule import CPTDataModule
 from cptlaw.lm.module import CausalLMModule, mean_token_loss
 
@@ -203,3 +207,123 @@ def plot_curves(curve: list[CurvePoint], title: str):  # -> matplotlib Figure
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------ one cell: data → tracked run → result
+
+
+def _load(cfg: Any, p: Any) -> tuple[Any, Any, Any, float]:
+    """Base model, the run's data module and regime, and the seconds it took (checked before any run)."""
+    from cptlaw.data.mixture import load_cpt_data
+    from cptlaw.data.subsets import parse_regime
+    from cptlaw.lm.base import base_model_dtype, tokenizer_for
+    from cptlaw.lm.datamodule import CPTDataModule
+    from cptlaw.lm.model import check_vocab, load_causal_lm
+
+    c, start = cfg.cpt, time.perf_counter()
+    regime = parse_regime(c.regime)
+    tokenizer = tokenizer_for(p.base_dir, cfg.paths.tokenizer)
+    model = load_causal_lm(p.base_dir, base_model_dtype(cfg))
+    check_vocab(model, tokenizer)
+    cpt_data = load_cpt_data(
+        cfg.paths.corpora, str(c.domain), regime, p.scores_path, tokenizer, n_tokens=int(c.n_tokens), r=float(c.r),
+        seq_len=p.seq_len, seed=int(cfg.seed), on_short_data=str(c.on_short_data), eval_sequences=int(c.eval_sequences),
+    )  # fmt: skip
+    data = CPTDataModule(cpt_data, int(c.batch_size), int(c.eval_batch_size))
+    return model, data, regime, time.perf_counter() - start
+
+
+def _run_params(cfg: Any, p: Any, regime: Any, mixture: Any, n_params: int) -> dict[str, Any]:
+    c = cfg.cpt
+    return {
+        "domain": c.domain, "regime": regime.name, "q_lo": regime.q_lo, "q_hi": regime.q_hi, "r": float(c.r),
+        "n_params": n_params, "n_tokens": mixture.n_tokens, "base_model": p.base_id, "seed": int(cfg.seed),
+        "profile": cfg.profile_name, "data_version": p.data_version, "config_hash": p.config_hash,
+        "study": c.study, "lr": p.lr, "seq_len": p.seq_len, "batch_size": int(c.batch_size),
+        "base_dir": str(p.base_dir), "ids_file": regime.ids_path or "",
+    }  # fmt: skip
+
+
+def _data_metrics(c: Any, regime: Any, mixture: Any, n_params: int, seconds: float) -> dict[str, float]:
+    return {
+        "n_params": n_params, "n_tokens": mixture.n_tokens, "r": float(c.r), "q_lo": regime.q_lo,
+        "q_hi": regime.q_hi, **mixture.stats.as_metrics(), "domain_tokens": mixture.domain_tokens,
+        "general_tokens": mixture.general_tokens, "r_actual": mixture.domain_tokens / mixture.n_tokens,
+        "domain_epochs": mixture.domain_epochs, "general_epochs": mixture.general_epochs,
+        "n_domain_samples": mixture.stats.n_samples, "data_seconds": seconds,
+    }  # fmt: skip
+
+
+def _tags(cfg: Any, p: Any, mixture: Any) -> dict[str, str]:
+    from cptlaw.provenance import git_revision
+
+    c = cfg.cpt
+    tags = {"cptlaw.stage": "cpt", "cptlaw.study": str(c.study), "cptlaw.git_rev": git_revision()}
+    warnings = list(mixture.warnings)
+    if p.scores_path is None:
+        warnings.append(f"no perplexity scores for base {c.scores_base or p.base_id}: ppl metrics are NaN")
+    if warnings:
+        tags["cptlaw.warning"] = "; ".join(warnings)
+        print(f"[cpt] warning: {tags['cptlaw.warning']}")
+    return tags
+
+
+def _train(cfg: Any, p: Any, model: Any, data: Any, fail_after_first: bool) -> CPTResult:
+    from cptlaw import tracking
+
+    c = cfg.cpt
+    trainer_kwargs = dict(cfg_dict(c.trainer)) | {"log_every_n_steps": int(c.log_every_n_steps)}
+    return train_cpt(
+        model, data, lr=p.lr, min_lr=p.lr * float(c.min_lr_ratio), warmup_steps=int(c.warmup_steps),
+        weight_decay=float(c.weight_decay), n_points=int(c.eval_points), probe_tokens=int(c.probe_tokens),
+        trainer_kwargs=trainer_kwargs,
+        on_point=lambda pt: tracking.log_metrics(
+            {"domain_loss": pt.domain_loss, "general_loss": pt.general_loss}, step=pt.tokens
+        ),
+        log_train_loss=lambda loss, tokens: tracking.log_metrics({"train_loss": loss}, step=tokens),
+        log_every_n_steps=int(c.log_every_n_steps), fail_after_first=fail_after_first,
+    )  # fmt: skip
+
+
+def _final_metrics(result: CPTResult, start: float) -> dict[str, float]:
+    final = result.curve[-1]
+    if not np.isfinite(final.domain_loss):
+        raise RuntimeError(f"domain loss diverged (final {final.domain_loss})")
+    return {
+        "k1": result.k1, "k2": result.k2, "probe_tokens": result.probe_tokens,
+        "domain_loss_final": final.domain_loss, "general_loss_final": final.general_loss,
+        "general_loss_base": result.curve[0].general_loss, "tokens_per_s": result.tokens_per_s,
+        "train_seconds": result.train_seconds, "wall_seconds": time.perf_counter() - start,
+    }  # fmt: skip
+
+
+def train_cell(cfg: Any, p: Any, *, fail_after_first: bool = False) -> dict[str, Any]:
+    """Train and log one planned cell (`cptlaw.lm.cpt_run.Plan`); returns its run id and final metrics."""
+    from cptlaw import tracking
+    from cptlaw.lm.model import non_embedding_params
+    from cptlaw.lm.trainer import check_trainer
+
+    c, start = cfg.cpt, time.perf_counter()
+    check_trainer(cfg_dict(c.trainer), "cpt.trainer")
+    model, data, regime, prep_seconds = _load(cfg, p)
+    mixture, n_params = data.data.mixture, non_embedding_params(model)
+    print(f"[cpt] {p.experiment}: base {p.base_id} (N={n_params:,}), regime {regime.name}, r={c.r}, "
+          f"D={mixture.n_tokens:,} ({mixture.domain_tokens:,} domain), lr={p.lr:.2e}; data in {prep_seconds:.1f}s")  # fmt: skip
+    run_name = f"{c.domain}-{p.base_id}-{regime.name}-r{float(c.r):g}-D{mixture.n_tokens}-s{cfg.seed}"
+    torch.manual_seed(int(cfg.seed))
+    with tracking.run(p.experiment, run_name=run_name, tags=_tags(cfg, p, mixture), config_hash=p.config_hash,
+                      params=_run_params(cfg, p, regime, mixture, n_params),
+                      artifact_root=cfg.tracking.get("artifact_root")) as active:  # fmt: skip
+        tracking.log_dict(cfg_dict(cfg), "config.yaml")
+        tracking.log_dataset(Path(cfg.paths.corpora) / str(c.domain), f"{c.domain}:{regime.name}:r={float(c.r):g}",
+                             p.data_version)  # fmt: skip
+        tracking.log_metrics(_data_metrics(c, regime, mixture, n_params, prep_seconds))
+        result = _train(cfg, p, model, data, fail_after_first)
+        metrics = _final_metrics(result, start)
+        tracking.log_metrics(metrics)
+        tracking.log_figure(plot_curves(result.curve, run_name), "loss_curve.png")
+    final = result.curve[-1]
+    print(f"[cpt] finished run {active.info.run_id}: domain {result.k1:.3f} -> {final.domain_loss:.3f}, general "
+          f"{result.curve[0].general_loss:.3f} -> {final.general_loss:.3f}, k2={result.k2:.4f}, "
+          f"{result.tokens_per_s:,.0f} tok/s, {metrics['wall_seconds']:.1f}s")  # fmt: skip
+    return {"run_id": active.info.run_id, **metrics, "status": "finished"}

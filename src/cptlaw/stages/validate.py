@@ -3,7 +3,7 @@ their domain and general test losses, and the data saving of DOS (from the fitte
 
     python -m cptlaw.stages.validate [validate.seeds=[0,1] validate.n_tokens=60000 ...]
 
-Each arm is one `cptlaw.stages.cpt.run` in-process (study `validate`, experiment `validate-<domain>`,
+Each arm is one CPT cell (`cptlaw.lm.cpt_run.run_cell`) in-process (study `validate`, experiment `validate-<domain>`,
 skipped when a FINISHED run with the same config hash exists). Inputs: `data/selected/<d>/selection.json`
 (stage `select`), `reports/fits.json`. Outputs: `reports/validate.json`, `reports/metrics/validate.json`,
 `reports/plots/validate/*.png`, a summary MLflow run per domain (tag `cptlaw.stage=validate`).
@@ -43,7 +43,7 @@ def validate_domain(cfg: DictConfig, fits: dict, domain: str) -> dict[str, Any]:
     from cptlaw.decide.selection import ppl_law
     from cptlaw.decide.validation import arm_table, mean_curve, saving_from_curve, saving_from_law
     from cptlaw.fit_table import build_fit_table
-    from cptlaw.stages import cpt
+    from cptlaw.lm.cpt_run import run_cell
 
     c = cfg[STAGE]
     sel_path = Path(cfg.paths.selected) / domain / "selection.json"
@@ -60,7 +60,7 @@ def validate_domain(cfg: DictConfig, fits: dict, domain: str) -> dict[str, Any]:
     for seed in c.seeds:
         for arm, regime in arms.items():
             print(f"[validate] {domain}: arm {arm} ({regime}), D={n_tokens}, seed {seed}")
-            summary = cpt.run(_arm_cfg(cfg, domain, regime, n_tokens, str(sel["base"]), int(seed)))
+            summary = run_cell(_arm_cfg(cfg, domain, regime, n_tokens, str(sel["base"]), int(seed)))
             run_arm[summary["run_id"]] = arm
     exp = summary["experiment"]
     runs = tracking.runs_frame([exp])

@@ -1,0 +1,144 @@
+"""One CPT cell from config to MLflow: check → hash → lock → skip if finished → train → log.
+
+    plan(cfg)    every input checked against the files on disk (one-line `BadInput`, no run created), the
+                 run's experiment, base model, data version and config hash;
+    run_cell(cfg) the cell: orphaned RUNNING runs of the same hash are marked KILLED, a FINISHED run with
+                 the hash is reused (skipped), else the run is trained (`cptlaw.lm.cpt.train_cpt`) and
+                 logged with the schema of docs/CONTRACTS.md.
+
+The CPT stage, the sweeps and the validate stage all call `run_cell`; the hash covers everything that
+decides a result, so an interrupted sweep resumes without redoing finished cells.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from omegaconf import DictConfig
+
+from cptlaw import layout
+from cptlaw.config import config_hash, project_root, to_dict
+from cptlaw.errors import CPTConfigError, ModelError
+
+# Settings that do not change a run's result (or only how it is launched) stay out of its hash.
+_NOT_HASHED = ("force", "fail_job", "sweeps", "log_every_n_steps", "eval_batch_size")
+
+
+@dataclass
+class Plan:
+    """Everything resolved from the config before any heavy work."""
+
+    experiment: str
+    base_id: str
+    base_dir: Path
+    scores_path: Path | None
+    files: list[Path]
+    data_version: str
+    config_hash: str
+    lr: float
+    seq_len: int
+
+
+def _check_settings(c: DictConfig) -> None:
+    if c.study not in layout.STUDIES:
+        raise CPTConfigError(f"`cpt.study` must be one of {list(layout.STUDIES)}, got {c.study}")
+    if not 0.0 <= float(c.r) <= 1.0:
+        raise CPTConfigError(f"`cpt.r` must be in [0, 1], got {c.r}")
+    if int(c.n_tokens) < 1:
+        raise CPTConfigError(f"`cpt.n_tokens` must be positive, got {c.n_tokens}")
+    if not 0.0 < float(c.lr_factor) <= 1.0:
+        raise CPTConfigError(f"`cpt.lr_factor` must be in (0, 1] (re-warming bump), got {c.lr_factor}")
+    if not 0.0 <= float(c.min_lr_ratio) <= 1.0:
+        raise CPTConfigError(f"`cpt.min_lr_ratio` must be in [0, 1], got {c.min_lr_ratio}")
+
+
+def _input_files(cfg: DictConfig, regime: Any, base_id: str) -> tuple[list[Path], Path | None]:
+    """Corpus splits, score file and ids file the run reads; each must exist."""
+    c, files = cfg.cpt, []
+    for domain in (str(c.domain), "general"):
+        for split in ("train", "test"):
+            path = layout.corpus_split(cfg, domain, split)
+            if not path.is_file():
+                corpora = path.parent.parent
+                known = sorted(d.name for d in corpora.iterdir() if d.is_dir()) if corpora.is_dir() else []
+                raise CPTConfigError(
+                    f"unknown domain '{domain}': {path} does not exist (corpora has {known})"
+                )
+            files.append(path)
+    scores_path: Path | None = layout.score_file(cfg, str(c.domain), str(c.scores_base or base_id))
+    if not scores_path.is_file():
+        if not regime.is_random:
+            raise CPTConfigError(
+                f"regime {regime.name} needs perplexity scores {scores_path} (run the score stage)"
+            )
+        scores_path = None
+    files += [p for p in (scores_path, regime.ids_path and Path(regime.ids_path)) if p]
+    return files, scores_path
+
+
+def _hash(cfg: DictConfig, base_id: str, base_version: str, data_version: str, dtype: str) -> str:
+    hashed = {k: v for k, v in to_dict(cfg.cpt).items() if k not in _NOT_HASHED}
+    hashed["trainer"] = {k: v for k, v in hashed["trainer"].items() if k != "enable_progress_bar"}
+    if dtype != "float32":  # only then: float32 runs keep the hashes they had before the option existed
+        hashed["model_dtype"] = dtype
+    return config_hash(
+        {"cpt": hashed, "base_id": base_id, "base_version": base_version, "seed": int(cfg.seed),
+         "data_version": data_version, "profile": str(cfg.profile_name)}
+    )  # fmt: skip
+
+
+def plan(cfg: DictConfig) -> Plan:
+    """Validate `cfg.cpt` against the files on disk; raise one-line errors before anything is trained."""
+    from cptlaw.data.subsets import parse_regime
+    from cptlaw.data.version import content_version
+    from cptlaw.lm.base import base_model_dir, base_model_dtype, base_model_info, base_model_label
+
+    c = cfg.cpt
+    _check_settings(c)
+    regime = parse_regime(c.regime)
+    base_id, base_dir = base_model_label(cfg, c.base), base_model_dir(cfg, c.base)
+    files, scores_path = _input_files(cfg, regime, base_id)
+    if not (base_dir / "config.json").is_file():
+        raise ModelError(f"base model {base_dir} does not exist (run the pretrain stage or set `cpt.base`)")
+    info = base_model_info(base_dir)
+    model_cfg = json.loads((base_dir / "config.json").read_text())
+    seq_len = int(c.seq_len or info.get("seq_len") or model_cfg.get("max_position_embeddings") or 0)
+    if seq_len < 1:
+        raise CPTConfigError(
+            f"`cpt.seq_len` is null and base model {base_dir} does not say its context length"
+        )
+    lr = float(c.lr_factor) * float(info["final_lr"]) if "final_lr" in info else float(c.lr)
+    root = project_root()
+    data_version = content_version(files, root)
+    base_version = content_version(sorted(p for p in base_dir.iterdir() if p.is_file()), root)
+    chash = _hash(cfg, base_id, base_version, data_version, base_model_dtype(cfg))
+    exp = layout.cpt_experiment(str(c.study), str(c.domain), layout.prefix(cfg))
+    return Plan(exp, base_id, base_dir, scores_path, files, data_version, chash, lr, seq_len)
+
+
+def run_cell(cfg: DictConfig, *, fail_after_first: bool = False) -> dict[str, Any]:
+    """The cell, under a file lock on its hash (identical cells of a parallel sweep run once): returns its
+    summary (`status` finished | skipped, `run_id`, the final metrics)."""
+    from cptlaw import tracking
+
+    tracking.configure_from(cfg.tracking)
+    p = plan(cfg)
+    c = cfg.cpt
+    summary = {"experiment": p.experiment, "config_hash": p.config_hash, "domain": str(c.domain),
+               "base": p.base_id, "regime": str(c.regime), "r": float(c.r), "n_tokens": int(c.n_tokens)}  # fmt: skip
+    lock = Path(cfg.paths.outputs) / "locks" / f"{p.experiment}-{p.config_hash}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock):  # the second of two identical cells waits for the first, then skips
+        for orphan in tracking.mark_orphans(p.experiment, p.config_hash):
+            print(f"[cpt] marked orphaned run {orphan} KILLED (its process is gone)")
+        done = tracking.find_finished(p.experiment, p.config_hash)
+        if done and not c.force:
+            print(f"[cpt] skip: finished as run {done}")
+            return summary | {"run_id": done, "status": "skipped"}
+        from cptlaw.lm.cpt import train_cell
+
+        return summary | train_cell(cfg, p, fail_after_first=fail_after_first)
