@@ -22,7 +22,7 @@ ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD, "MALLOC_TRIM_THRESHOL
 
 
 def set_threads(n: int) -> None:
-    """Pin torch and BLAS threads: two jobs × two threads on two cores ran 14× slower (design.md)."""
+    """Pin torch and BLAS threads: two jobs × two threads on two cores trained 14× slower than one thread each."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
     try:

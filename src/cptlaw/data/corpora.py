@@ -1,6 +1,7 @@
 """Corpora: documents → cleaned, deduplicated, capped, document-level train/val/test splits of samples.
 
-Order of operations (design.md lessons: shuffle documents; hold out whole documents):
+Order of operations. Documents are shuffled, because sources left in file order would each land whole in
+one split; whole documents are held out, so no text of a val/test document is trained on:
 1. clean: normalise whitespace, drop empty / near-empty documents, exact dedup by content hash;
 2. cap: keep a seeded random subset of documents up to `max_chars` per domain (profiles keep the demo fast);
 3. split by document id — a hash of (seed, id) — so no document (and no chunk of a book) is in two splits;
@@ -266,7 +267,9 @@ def read_split(corpora_dir: str | Path, domain: str, split: str) -> pd.DataFrame
     try:
         return pd.read_parquet(path, columns=COLUMNS).reset_index(drop=True)
     except (OSError, ValueError, KeyError) as exc:  # truncated file, or written by something else
-        raise CorpusError(f"corrupt corpus split {path} ({first_line(exc)}): re-run the corpora stage") from None
+        raise CorpusError(
+            f"corrupt corpus split {path} ({first_line(exc)}): re-run the corpora stage"
+        ) from None
 
 
 # ---------------------------------------------------------------- sources → domain documents

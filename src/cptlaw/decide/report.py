@@ -64,7 +64,7 @@ def fits_section(fits: dict, reports: Path, min_runs_warn: int) -> tuple[list[st
             p = f["params"]
             if p.get("E", 1.0) < 1e-6 and law != "dcpt_cross":
                 diags.append(f"`{name}` {law}: E → 0 (E = {_f(p['E'])}): the runs are likely in the transient phase "
-                             "(design.md); trust D-extrapolation only after longer CPT runs")  # fmt: skip
+                             "(loss still falling faster per doubling of D); trust D-extrapolation only after longer CPT runs")  # fmt: skip
             if "eta" in p and p["eta"] < 1e-6:
                 diags.append(f"`{name}` {law}: η → 0, the D×r coupling is not identified by these runs")
             if f.get("at_bounds"):
@@ -173,7 +173,8 @@ def render(fits: dict, rec: dict | None, selections: dict[str, dict], val: dict 
     for d, v in (val or {}).get("domains", {}).items():
         if any(r["n_seeds"] < 2 for r in v["arms"]):
             diags.append(f"{d}: validation arms ran with < 2 seeds; differences are judged against the assumed seed "
-                         f"noise {v['arms'][0]['noise_threshold']:.3f} nats (design.md), not a measured one")  # fmt: skip
+                         f"noise {v['arms'][0]['noise_threshold']:.3f} nats (seeds of tiny models differ by 0.02-0.04), "
+                         "not a measured one")  # fmt: skip
     lines = ["# cptlaw report", "",
              " · ".join(f"{k}: `{v}`" for k, v in provenance.items()), ""]  # fmt: skip
     lines += fl + recommend_section(rec, reports) + validate_section(val, selections, reports)

@@ -5,8 +5,8 @@ Data saving = D'/D, the fraction of random selection's tokens D that DOS needs t
 - from the law: solve `L(mu_dos, sigma_dos, D') = L(mu_random, sigma_random, D)` for D' (Liu et al. 2025);
 - from the runs: the first D' at which DOS's eval curve (mean over seeds) falls to random's final loss,
   log-linear interpolation between eval points.
-A difference below the seed noise (`validate.seed_noise`, design.md: 0.02-0.04 nats, or twice the measured
-seed std when there are >= 2 seeds) is reported as such, not as a finding.
+A difference below the seed noise (`validate.seed_noise`: tiny models trained from different seeds differ by
+0.02-0.04 nats; or twice the measured seed std when there are >= 2 seeds) is reported as such, not as a finding.
 """
 
 from __future__ import annotations

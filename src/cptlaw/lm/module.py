@@ -20,7 +20,7 @@ def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, max_steps: 
     """Learning rate used at optimizer step `step` (0-based): linear warm-up, cosine to `min_lr`, then flat.
 
     The rate after the last step (`step == max_steps`) is `min_lr`; CPT must start at or below the base
-    model's final rate (design.md, re-warming lesson).
+    model's final rate: a higher CPT rate makes the loss rise for the first tens of thousands of tokens.
     """
     if warmup_steps > 0 and step < warmup_steps:
         return lr * (step + 1) / warmup_steps
