@@ -60,7 +60,9 @@ def ppl_surface(
     cs = ax.contourf(mu, sig, loss, levels=20, cmap="viridis")
     fig.colorbar(cs, ax=ax, label="predicted loss (nats)")
     ax.scatter(*obs, c="w", s=12, edgecolors="k", label="regimes")
-    ax.plot(opt.mu, opt.sigma, "r*", ms=14, label="optimum" + ("" if opt.interior else " (on boundary)"))
+    ax.plot(
+        opt["mu"], opt["sigma"], "r*", ms=14, label="optimum" + ("" if opt["interior"] else " (on boundary)")
+    )
     ax.set(xlabel="mu", ylabel="sigma", title=title)
     ax.legend(fontsize=7)
     return save_figure(fig, path)
@@ -73,3 +75,35 @@ def save_figure(fig: Any, path: Path) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def target_plots(t: Any, main: Any, out_dir: Path, optimum: dict[str, Any] | None = None) -> list[Path]:
+    """The plots of one fitted target (`cptlaw.fitting.Target`) under its primary law `main`."""
+    name, X, y = t.name, t.X, t.y
+    pred = main.predict(X)
+    paths = [
+        observed_vs_predicted(
+            y, pred, f"{name}: {main.law} (R2 {main.r2:.3f})", out_dir / f"{name}_obs_pred.png"
+        )
+    ]
+    if t.kind in ("domain", "general"):
+        share = "domain share" if t.kind == "domain" else "general share"
+
+        def law(n: Any, d: Any, r: Any) -> np.ndarray:
+            return main.predict({"N": n, "D": d, "r": r})
+
+        paths.append(loss_vs_r(X, y, law, f"{name}: loss vs {share}", out_dir / f"{name}_loss_vs_r.png"))
+        grp = np.array([f"N={n:.2g} r={r:.2f}" for n, r in zip(X["N"], X["r"], strict=True)])
+        paths.append(loss_vs_d(X["D"], y, grp, pred, f"{name}: loss vs D", out_dir / f"{name}_loss_vs_d.png"))
+    if t.kind == "ppl":
+        paths.append(loss_vs_d(X["D"], y, X["regime"], pred, f"{name}: loss vs D per regime",
+                               out_dir / f"{name}_loss_vs_d.png"))  # fmt: skip
+    if t.kind == "ppl" and optimum is not None:
+        (mu_lo, mu_hi), (s_lo, s_hi), d_max = optimum["box"][0], optimum["box"][1], optimum["n_tokens"]
+        mg, sg = np.meshgrid(np.linspace(mu_lo, mu_hi, 60), np.linspace(s_lo, s_hi, 60))
+        surf = main.predict({"mu": mg.ravel(), "sigma": sg.ravel(), "D": np.full(mg.size, d_max)}).reshape(
+            mg.shape
+        )
+        paths.append(ppl_surface(mg, sg, surf, optimum, (X["mu"], X["sigma"]), f"{name}: L(mu, sigma, D={d_max:.2g})",
+                                 out_dir / f"{name}_surface.png"))  # fmt: skip
+    return paths

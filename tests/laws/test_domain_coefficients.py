@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from cptlaw.stages.fit import domain_coefficients
+from cptlaw.fitting import domain_coefficients
 
 
 def _rows(run_id, domain, n, r, k1, k2, steps=(1000, 2000)):

@@ -63,3 +63,18 @@ def test_compare_forms_records_unfittable_splits():
     assert "fewer than the 5 parameters" in by_group[0]["error"] and by_group[1]["error"] is None
     with pytest.raises(LawInputError, match="missing column `domain` to split by"):
         compare_forms(["chinchilla"], x, y, ("domain",))
+
+
+def test_compare_forms_scores_a_naive_baseline_and_reports_skill():
+    from cptlaw.fitting import naive_baseline
+
+    x, y, _ = points("dcpt", seed=4)
+    cmp_ = compare_forms(["dcpt", "chinchilla"], x, y, ("N", "r"), max_groups=3, baseline=naive_baseline,
+                         n_starts=8, n_refine=4, n_polish=2)  # fmt: skip
+    summary = {(s["form"], s["split"]): s for s in cmp_.summary}
+    assert {("naive", "N"), ("naive", "r")} <= set(summary)
+    # the true law beats interpolation between neighbouring ratios; a law blind to r loses to it
+    assert summary[("dcpt", "r")]["skill"] < 1 < summary[("chinchilla", "r")]["skill"]
+    assert cmp_.best["r"] == "dcpt" and "naive" not in cmp_.best.values()
+    naive_rows = [r for r in cmp_.rows if r["form"] == "naive"]
+    assert len(naive_rows) == 6 and all(r["error"] is None for r in naive_rows)

@@ -15,7 +15,7 @@ import numpy as np
 
 from cptlaw.laws.fit import FitError, FitProblem, check_loss, fit, refit
 from cptlaw.laws.forms import LawForm, LawInputError, get_law
-from cptlaw.laws.metrics import all_metrics
+from cptlaw.laws.metrics import all_metrics, mape
 
 
 def take(X: Mapping[str, Any], idx: np.ndarray, columns: Sequence[str]) -> dict[str, np.ndarray]:
@@ -163,18 +163,23 @@ def _held_out_values(labels: np.ndarray, mode: str, max_groups: int) -> list[Any
 
 def compare_forms(
     forms: Sequence[LawForm | str], X: Mapping[str, Any], y: Any, split_by: Sequence[str] = ("N", "D", "r"),
-    *, mode: str = "logo", max_groups: int = 6, **fit_kwargs: Any,
+    *, mode: str = "logo", max_groups: int = 6, baseline: Baseline | None = None, **fit_kwargs: Any,
 ) -> Comparison:  # fmt: skip
     """Leave-one-group-out held-out error of every form, for each column in `split_by` (e.g. N, D, r, domain).
 
     For each split column and each held-out value (all values, or `max_groups` spread ones, or with
     `mode="largest"` only the largest), fit every form on the other rows and score it on the held-out rows.
     A form that cannot be fitted on a split gets a row with its `error` instead of metrics.
+    `baseline(X_train, y_train, X_test, split)`: a fit-free predictor (NaN where undefined, e.g.
+    `laws.baselines.naive_predict`), scored as form `naive`; each law's summary then carries its `skill`,
+    law MAPE / baseline MAPE on the held-out rows both predict (> 1: the law loses to the baseline).
     """
     forms = [get_law(f) if isinstance(f, str) else f for f in forms]
     y = check_loss(y)
     rows: list[dict[str, Any]] = []
     pooled: dict[tuple[str, str], tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    base_pooled: dict[str, list[np.ndarray]] = {}
+    columns = list(dict.fromkeys(c for f in forms for c in f.columns))
     for split in split_by:
         if split not in X:
             raise LawInputError(f"missing column `{split}` to split by")
@@ -182,6 +187,10 @@ def compare_forms(
         for value in _held_out_values(labels, mode, max_groups):
             test = labels == value
             tr, te = np.flatnonzero(~test), np.flatnonzero(test)
+            if baseline is not None:
+                base = _baseline_rows(baseline, X, y, tr, te, split, columns)
+                base_pooled.setdefault(split, []).append(base)
+                rows.append(_baseline_row(split, value, tr, te, base, y[te]))
             for form in forms:
                 row: dict[str, Any] = {"form": form.name, "split": split, "held_out": _plain(value),
                                        "n_train": int(tr.size), "n_test": int(te.size), "error": None}  # fmt: skip
@@ -189,26 +198,79 @@ def compare_forms(
                     res = fit(form, take(X, tr, form.columns), y[tr], **fit_kwargs)
                     pred = res.predict(take(X, te, form.columns))
                     row |= all_metrics(pred, y[te], res.diagnostics["delta"])
-                    p, o = pooled.setdefault((form.name, split), ([], []))
-                    p.append(pred)
-                    o.append(y[te])
                 except (FitError, LawInputError) as exc:
                     row["error"] = str(exc)
+                    pred = np.full(te.size, np.nan)
+                p, o = pooled.setdefault((form.name, split), ([], []))
+                p.append(pred)
+                o.append(y[te])
                 rows.append(row)
     summary = []
     for (name, split), (p, o) in pooled.items():
         pred, obs = np.concatenate(p), np.concatenate(o)
-        summary.append({"form": name, "split": split, "n_test": int(obs.size)} | all_metrics(pred, obs))
+        ok = np.isfinite(pred)
+        if not ok.any():
+            continue
+        row = {"form": name, "split": split, "n_test": int(ok.sum())} | all_metrics(pred[ok], obs[ok])
+        if split in base_pooled:
+            row |= _skill(pred, np.concatenate(base_pooled[split]), obs)
+        summary.append(row)
+    for split, b in base_pooled.items():
+        base, obs = np.concatenate(b), np.concatenate(pooled[(forms[0].name, split)][1]) if forms else None
+        ok = np.isfinite(base)
+        if ok.any():
+            summary.append(
+                {"form": "naive", "split": split, "n_test": int(ok.sum())} | all_metrics(base[ok], obs[ok])
+            )
     best: dict[str, str] = {}
     ranks: dict[str, list[int]] = {}
     for split in split_by:
-        cands = sorted((s for s in summary if s["split"] == split), key=lambda s: s["rmse"])
+        cands = sorted(
+            (s for s in summary if s["split"] == split and s["form"] != "naive"), key=lambda s: s["rmse"]
+        )
         if cands:
             best[split] = cands[0]["form"]
             for i, s in enumerate(cands):
                 ranks.setdefault(s["form"], []).append(i)
     best_overall = min(ranks, key=lambda f: (-len(ranks[f]), np.mean(ranks[f]))) if ranks else None
     return Comparison(rows, summary, best, best_overall)
+
+
+Baseline = Callable[[dict, np.ndarray, dict, str], np.ndarray]
+
+
+def _baseline_rows(
+    baseline: Baseline, X: Mapping[str, Any], y: np.ndarray, tr: np.ndarray, te: np.ndarray, split: str,
+    columns: Sequence[str],
+) -> np.ndarray:  # fmt: skip
+    """The baseline's predictions of the held-out rows; all NaN when it cannot predict along `split`."""
+    cols = list(dict.fromkeys([*columns, split]))
+    try:
+        pred = np.asarray(baseline(take(X, tr, cols), y[tr], take(X, te, cols), split), dtype=float)
+    except (LawInputError, ValueError, TypeError):  # e.g. a categorical split (domain, regime): no neighbours
+        pred = np.full(te.size, np.nan)
+    return pred
+
+
+def _baseline_row(
+    split: str, value: Any, tr: np.ndarray, te: np.ndarray, pred: np.ndarray, obs: np.ndarray
+) -> dict:
+    row: dict[str, Any] = {"form": "naive", "split": split, "held_out": _plain(value), "n_train": int(tr.size),
+                           "n_test": int(te.size), "error": None}  # fmt: skip
+    ok = np.isfinite(pred)
+    if ok.any():
+        return row | {"n_test": int(ok.sum())} | all_metrics(pred[ok], obs[ok])
+    return row | {"error": "no training row shares the other inputs: naive baseline undefined"}
+
+
+def _skill(pred: np.ndarray, base: np.ndarray, obs: np.ndarray) -> dict[str, Any]:
+    """Law vs baseline MAPE on the held-out rows both predict (`skill` > 1: the law loses)."""
+    ok = np.isfinite(pred) & np.isfinite(base)
+    if not ok.any():
+        return {"skill": None, "naive_mape": None, "n_skill": 0}
+    law, naive = mape(pred[ok], obs[ok]), mape(base[ok], obs[ok])
+    return {"skill": float(law / naive) if naive > 0 else float("inf"), "naive_mape": float(naive),
+            "n_skill": int(ok.sum())}  # fmt: skip
 
 
 def _plain(v: Any) -> Any:

@@ -1,0 +1,220 @@
+"""The fitting driver: the fitting table → targets → every configured law → fits, held-out comparison with
+skill against a naive baseline, run-group bootstrap intervals.
+
+Targets (docs/CONTRACTS.md):
+- `domain_<d>`: domain loss of `dcpt-<d>` runs vs (N, D, r = domain share);
+- `general_<d>`: general loss of the same runs vs (N, D, r = general share = 1 - domain share);
+- `cross`: domain loss of all `dcpt-*` runs with their domain's k1, k2 from the `probe-<d>` runs (cross-domain
+  law; needs >= 2 domains);
+- `ppl_<d>` / `ppl_log_<d>`: domain loss of `ppl-regimes-<d>` runs vs (mu, sigma, D) of perplexity / log-ppl.
+A target with too few runs for a law is skipped, with the reason kept in its result. Pure pandas/numpy over
+the laws: the stage reads the tracking store and writes the files.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cptlaw.laws import (
+    REGISTRY,
+    FitError,
+    FitResult,
+    LawForm,
+    LawInputError,
+    bootstrap,
+    compare_forms,
+    fit,
+    law_from_spec,
+    naive_predict,
+    ppl_optimum,
+)
+
+log = logging.getLogger("cptlaw.fit")
+PPL_STATS = {"ppl": ("mu", "sigma"), "log_ppl": ("log_mu", "log_sigma")}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One fitting problem: loss `y` of runs `runs` at inputs `X` (columns named as the laws expect)."""
+
+    name: str
+    kind: str  # domain | general | cross | ppl
+    domain: str | None
+    X: dict[str, np.ndarray]
+    y: np.ndarray
+    runs: np.ndarray  # run id of every point: the bootstrap and min_runs count whole runs
+
+
+def domain_coefficients(dcpt: pd.DataFrame, probe: pd.DataFrame) -> pd.DataFrame:
+    """Set each domain's k1, k2 (the cross-domain law's K = w1/k1 + w2*k2 is one number per domain).
+
+    Que et al. 2024 (cross-domain D-CPT): k1 = the base model's initial domain loss, k2 = how fast it falls in
+    a short probe run. Taken from the domain's `probe-<d>` runs (r = 1, ~1% of a run) at the smallest base,
+    else from its r = 1 grid runs; the per-run values stay in `k1_run`, `k2_run` (they vary with r and noise).
+    """
+    dcpt = dcpt.assign(k1_run=dcpt["k1"], k2_run=dcpt["k2"])
+    for d in dcpt["domain"].dropna().unique():
+        src = probe[probe["domain"] == d] if len(probe) else probe
+        if src.empty:
+            src = dcpt[(dcpt["domain"] == d) & (dcpt["r"] == 1.0)]
+        if src.empty:
+            continue
+        runs = src[src["N"] == src["N"].min()].drop_duplicates("run_id")
+        dcpt.loc[dcpt["domain"] == d, ["k1", "k2"]] = float(runs["k1"].mean()), float(runs["k2"].mean())
+    return dcpt
+
+
+def _target(name: str, kind: str, domain: str | None, rows: pd.DataFrame, y: str, X: dict) -> Target:
+    return Target(name, kind, domain, X, rows[y].to_numpy(dtype=float), rows["run_id"].to_numpy())
+
+
+def dcpt_targets(dcpt: pd.DataFrame, domains: Sequence[str]) -> list[Target]:
+    """`domain_<d>` and `general_<d>` for every domain, then the pooled `cross` target."""
+    out = []
+    for d in domains:
+        t = dcpt[dcpt["domain"] == d]
+        n_d = {"N": t["N"].to_numpy(), "D": t["D"].to_numpy()}
+        out.append(_target(f"domain_{d}", "domain", d, t, "domain_loss", n_d | {"r": t["r"].to_numpy()}))
+        out.append(
+            _target(f"general_{d}", "general", d, t, "general_loss", n_d | {"r": 1.0 - t["r"].to_numpy()})
+        )
+    k1, k2 = (pd.to_numeric(dcpt[k], errors="coerce") for k in ("k1", "k2"))
+    usable = np.isfinite(k1) & np.isfinite(k2) & (k2 > 0)
+    for d in sorted(set(dcpt["domain"][~usable].dropna())):
+        log.warning("[fit] cross: domain %s left out (no positive probe rate k2: run +sweep=probe)", d)
+    t = dcpt[usable]
+    X = {c: t[c].to_numpy() for c in ("N", "D", "r", "k1", "k2")} | {"domain": t["domain"].to_numpy()}
+    return [*out, _target("cross", "cross", None, t, "domain_loss", X)]
+
+
+def ppl_targets(ppl: pd.DataFrame, domains: Sequence[str], stats: Sequence[str]) -> list[Target]:
+    """`ppl_<d>` (perplexity statistics) and/or `ppl_log_<d>` (log-perplexity) for every domain."""
+    out = []
+    for d in domains:
+        t = ppl[ppl["domain"] == d]
+        for stat in stats:
+            m, s = PPL_STATS[stat]
+            X = {"mu": t[m].to_numpy(), "sigma": t[s].to_numpy(), "D": t["D"].to_numpy(),
+                 "regime": t["regime"].astype(str).to_numpy()}  # fmt: skip
+            out.append(
+                _target(f"ppl_{d}" if stat == "ppl" else f"ppl_log_{d}", "ppl", d, t, "domain_loss", X)
+            )
+    return out
+
+
+def usable_points(t: Target, min_d_tokens: float) -> Target:
+    """Drop points with a non-finite loss or input, or fewer than `min_d_tokens` tokens seen."""
+    keep = np.isfinite(t.y) & (np.asarray(t.X["D"], dtype=float) >= min_d_tokens)
+    for v in t.X.values():
+        if v.dtype.kind == "f":
+            keep &= np.isfinite(v)
+    return replace(t, X={k: v[keep] for k, v in t.X.items()}, y=t.y[keep], runs=t.runs[keep])
+
+
+def skip_reason(t: Target, form: LawForm, min_runs: int) -> str | None:
+    """Why `form` cannot be fitted on `t` (None: it can)."""
+    n_runs = len(set(t.runs))
+    if n_runs < min_runs:
+        return f"{n_runs} finished runs, fewer than fit.min_runs={min_runs}"
+    if t.y.size <= form.n_params:
+        return f"{t.y.size} points for {form.n_params} parameters"
+    if t.kind == "cross" and len(set(t.X["domain"])) < 2:
+        return "the cross-domain law needs runs with k1, k2 from >= 2 domains"
+    if t.kind == "ppl" and len(set(zip(t.X["mu"], t.X["sigma"], strict=True))) < 3:
+        return "fewer than 3 distinct (mu, sigma) regimes"
+    return None
+
+
+def law_forms(specs: Sequence[Any], t: Target, epsilon: float) -> list[LawForm]:
+    """The laws configured for a target kind: built-in names, formulas or mappings (`laws.law_from_spec`)."""
+    return [
+        law_from_spec(s, columns=list(t.X), **({"epsilon": epsilon} if _builtin(s) else {})) for s in specs
+    ]
+
+
+def _builtin(spec: Any) -> bool:
+    return (isinstance(spec, str) and spec in REGISTRY) or (isinstance(spec, Mapping) and "law" in spec)
+
+
+def naive_baseline(X_train: dict, y_train: np.ndarray, X_test: dict, split: str) -> np.ndarray:
+    """Interpolate the held-out group from its neighbours along `split` at equal other inputs."""
+    return naive_predict(X_train, y_train, X_test, split, [c for c in X_train if c != split])
+
+
+def fit_laws(t: Target, forms: Sequence[LawForm], min_runs: int, **kw: Any) -> tuple[dict, dict, list]:
+    """Every form on one target: ({law: fit dict}, {law: skip reason}, [FitResult of the fitted ones])."""
+    fits, skipped, fitted = {}, {}, []
+    for form in forms:
+        reason = skip_reason(t, form, min_runs)
+        if reason is None:
+            try:
+                res = fit(form, t.X, t.y, **kw)
+            except (FitError, LawInputError) as exc:
+                reason = f"fit failed: {exc}"
+            else:
+                fits[form.name], fitted = res.to_dict(), [*fitted, res]
+                log.info(
+                    "[fit] %s %s: huber %.4g r2 %.4f (%s)", t.name, form.name, res.huber, res.r2, res.message
+                )
+                continue
+        skipped[form.name] = reason
+        log.warning("[fit] skipping %s %s: %s", t.name, form.name, reason)
+    return fits, skipped, fitted
+
+
+def ppl_surface_optimum(main: FitResult, X: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The (mu, sigma) minimising the fitted ppl law at the largest D, within the observed landscape."""
+    box = ((float(X["mu"].min()), float(X["mu"].max())), (float(X["sigma"].min()), float(X["sigma"].max())))
+    d_max = float(X["D"].max())
+    opt = ppl_optimum(main.form, main.params, d_max, *box)
+    return {"n_tokens": d_max, "mu": opt.mu, "sigma": opt.sigma, "loss": opt.loss, "interior": opt.interior,
+            "on_boundary": opt.on_boundary, "box": box}  # fmt: skip
+
+
+def fit_target(t: Target, c: Mapping[str, Any], seed: int) -> tuple[dict[str, Any], FitResult | None]:
+    """One target's result (fits, skips, comparison with naive skill, bootstrap, ppl optimum) and its primary
+    fit (the first configured law that could be fitted; None if none could)."""
+    kw = {"n_starts": int(c["n_starts"]), "n_refine": int(c["n_refine"]), "n_polish": int(c["n_polish"]),
+          "sampler": str(c["sampler"]), "delta": float(c["huber_delta"]), "seed": seed,
+          "maxiter": int(c.get("polish_maxiter", 1500))}  # fmt: skip
+    t = usable_points(t, float(c["min_d_tokens"]))
+    forms = law_forms(list(c["laws"][t.kind]), t, float(c["epsilon"]))
+    fits, skipped, fitted = fit_laws(t, forms, int(c["min_runs"]), **kw)
+    out: dict[str, Any] = {"kind": t.kind, "domain": t.domain, "n_points": int(t.y.size),
+                           "n_runs": len(set(t.runs)), "fits": fits, "skipped": skipped}  # fmt: skip
+    if not fitted:
+        return out, None
+    splits = [s for s in c["holdouts"][t.kind] if s in t.X and len(set(t.X[s])) >= 2]
+    if splits:
+        cmp_ = compare_forms([f.form for f in fitted], t.X, t.y, splits, mode=str(c["holdout_mode"]),
+                             max_groups=int(c["max_holdout_groups"]), baseline=naive_baseline, **kw)  # fmt: skip
+        out["comparison"] = cmp_.to_dict()
+    main = fitted[0]
+    if int(c["bootstrap"]) > 0 and out["n_runs"] >= 3:
+        bs = bootstrap(main.form, t.X, t.y, t.runs, n_boot=int(c["bootstrap"]), level=float(c["ci_level"]),
+                       base=main, seed=seed, delta=kw["delta"], maxiter=kw["maxiter"])  # fmt: skip
+        out["bootstrap"] = {"law": main.law} | bs.to_dict()
+    if t.kind == "ppl":
+        out["optimum"] = ppl_surface_optimum(main, t.X)
+    return out, main
+
+
+def fit_metrics(results: Mapping[str, Any]) -> dict[str, Any]:
+    """R2 and Huber per target, law and split (train + pooled held-out, with skill vs naive) for DVC."""
+    m: dict[str, Any] = {}
+    for name, r in results.items():
+        for law, f in r["fits"].items():
+            m.setdefault(name, {})[law] = {"train": {"r2": f["r2"], "huber": f["huber"]}}
+        for s in r.get("comparison", {}).get("summary", []):
+            if s["form"] in m.get(name, {}):
+                held = {"r2": s["r2"], "huber": s["huber"]}
+                if s.get("skill") is not None:
+                    held["skill_vs_naive"] = s["skill"]
+                m[name][s["form"]][f"heldout_{s['split']}"] = held
+    return m
