@@ -5,7 +5,7 @@ export OPENBLAS_NUM_THREADS := 1
 VENV := .venv/bin
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup demo smoke test lint bench
+.PHONY: setup demo smoke test test-fast lint bench
 setup:
 	@bash scripts/setup.sh
 
@@ -15,8 +15,11 @@ demo: setup
 smoke: setup
 	$(VENV)/dvc exp run --temp -S profile=smoke
 
-test: setup
+test: setup  # everything, slow end-to-end tests included: what CI runs
 	$(VENV)/python -m pytest -q
+
+test-fast: setup  # the inner loop: no `slow` (end-to-end) tests
+	$(VENV)/python -m pytest -q -m "not slow"
 
 lint: setup
 	$(VENV)/ruff check src tests benchmarks && $(VENV)/ruff format --check src tests benchmarks
