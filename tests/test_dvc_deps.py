@@ -37,6 +37,7 @@ from __future__ import annotations
 import ast
 import re
 import shlex
+import warnings
 from functools import cache
 from pathlib import Path
 
@@ -53,7 +54,7 @@ NOT_INPUTS = {"hydra", "profile_name"}
 PROFILE_PARAMS = "conf/profile/${profile}.yaml"
 
 # Gaps present when this test was written that dvc.yaml alone cannot close: (stage, key) -> why. The test
-# names each one (it is not skipped) and fails once it is closed, so that the entry is removed.
+# names each one (a warning on every run) and fails once it is closed, so that the entry is removed.
 KNOWN_GAPS: dict[tuple[str, str], str] = {
     ("pretrain", "trainer"): (
         "profile paper sets `trainer` (pretraining accelerator/precision) but demo and smoke do not, and DVC "
@@ -366,7 +367,13 @@ def test_composed_config_is_in_deps_or_params():
         for key in sorted(set(read) - NOT_INPUTS):
             for sub in sorted(read[key]):
                 full = f"{key}.{sub}" if sub else key
-                if profile_is_dep or (s, full) in KNOWN_GAPS:
+                if (s, full) in KNOWN_GAPS:
+                    warnings.warn(
+                        f"{s}: `{full}` is read but not tracked (KNOWN_GAPS): {KNOWN_GAPS[s, full]}",
+                        stacklevel=1,
+                    )
+                    continue
+                if profile_is_dep:
                     continue
                 if PROFILE_PARAMS in params and _listed_covers(params[PROFILE_PARAMS], full):
                     continue
