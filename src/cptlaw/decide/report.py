@@ -64,7 +64,8 @@ def fits_section(fits: dict, reports: Path, min_runs_warn: int) -> tuple[list[st
             p = f["params"]
             if p.get("E", 1.0) < 1e-6 and law != "dcpt_cross":
                 diags.append(f"`{name}` {law}: E → 0 (E = {_f(p['E'])}): the runs are likely in the transient phase "
-                             "(loss still falling faster per doubling of D); trust D-extrapolation only after longer CPT runs")  # fmt: skip
+                             "(short runs: the loss has not yet settled into a power law in D); "
+                             "trust D-extrapolation only after longer CPT runs")  # fmt: skip
             if "eta" in p and p["eta"] < 1e-6:
                 diags.append(f"`{name}` {law}: η → 0, the D×r coupling is not identified by these runs")
             if f.get("at_bounds"):
