@@ -131,10 +131,12 @@ def skip_reason(t: Target, form: LawForm, min_runs: int) -> str | None:
     return None
 
 
-def law_forms(specs: Sequence[Any], t: Target, epsilon: float) -> list[LawForm]:
-    """The laws configured for a target kind: built-in names, formulas or mappings (`laws.law_from_spec`)."""
+def law_forms(specs: Sequence[Any], t: Target, epsilon: float) -> list[tuple[Any, LawForm]]:
+    """(spec, law) of the laws configured for a target kind: built-in names, formulas or mappings
+    (`laws.law_from_spec`); fits.json keeps each spec so the decisions can rebuild the law."""
     return [
-        law_from_spec(s, columns=list(t.X), **({"epsilon": epsilon} if _builtin(s) else {})) for s in specs
+        (s, law_from_spec(s, columns=list(t.X), **({"epsilon": epsilon} if _builtin(s) else {})))
+        for s in specs
     ]
 
 
@@ -147,10 +149,12 @@ def naive_baseline(X_train: dict, y_train: np.ndarray, X_test: dict, split: str)
     return naive_predict(X_train, y_train, X_test, split, [c for c in X_train if c != split])
 
 
-def fit_laws(t: Target, forms: Sequence[LawForm], min_runs: int, **kw: Any) -> tuple[dict, dict, list]:
-    """Every form on one target: ({law: fit dict}, {law: skip reason}, [FitResult of the fitted ones])."""
+def fit_laws(
+    t: Target, forms: Sequence[tuple[Any, LawForm]], min_runs: int, **kw: Any
+) -> tuple[dict, dict, list]:
+    """Every (spec, form) on one target: ({law: fit dict}, {law: skip reason}, [FitResult of the fitted])."""
     fits, skipped, fitted = {}, {}, []
-    for form in forms:
+    for spec, form in forms:
         reason = skip_reason(t, form, min_runs)
         if reason is None:
             try:
@@ -158,7 +162,8 @@ def fit_laws(t: Target, forms: Sequence[LawForm], min_runs: int, **kw: Any) -> t
             except (FitError, LawInputError) as exc:
                 reason = f"fit failed: {exc}"
             else:
-                fits[form.name], fitted = res.to_dict(), [*fitted, res]
+                fits[form.name] = res.to_dict() | {"spec": spec}
+                fitted.append(res)
                 log.info(
                     "[fit] %s %s: huber %.4g r2 %.4f (%s)", t.name, form.name, res.huber, res.r2, res.message
                 )

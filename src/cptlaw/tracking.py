@@ -7,11 +7,12 @@ tracking backend — a local SQLite file by default, an HTTP tracking server for
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +214,23 @@ def run(
             mlflow.set_tag("cptlaw.error", f"{type(exc).__name__}: {exc}"[:5000])
             mlflow.end_run(status=RunStatus.to_string(RunStatus.FAILED))
             raise
+
+
+def log_stage_run(
+    exp_name: str, stage: str, *, run_name: str | None = None, config_hash: str | None = None,
+    params: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
+    artifacts: Iterable[str | Path] = (), plots: Iterable[str | Path] = (), tags: Mapping[str, Any] | None = None,
+    artifact_root: str | None = None,
+) -> None:  # fmt: skip
+    """One finished run of a stage (tag `cptlaw.stage`): its params, finite metrics, output files and plots."""
+    with run(exp_name, run_name=run_name or stage, config_hash=config_hash, tags={STAGE_TAG: stage} | dict(tags or {}),
+             artifact_root=artifact_root):  # fmt: skip
+        log_params(params or {})
+        log_metrics({k: v for k, v in (metrics or {}).items() if v is not None and math.isfinite(float(v))})
+        for path in artifacts:
+            log_artifact(path)
+        for path in plots:
+            log_artifact(path, "plots")
 
 
 def log_params(params: Mapping[str, Any]) -> None:

@@ -329,3 +329,27 @@ def max_chars_for(domain: str, caps: Mapping[str, Any] | None) -> int | None:
     if float(value) <= 0:
         raise CorpusError(f"`corpora.max_chars.{domain}` must be > 0 or null, got {value}")
     return int(float(value))
+
+
+def make_domain(
+    domain: str, sources: Iterable[Any], raw_dir: Path, user: Iterable[tuple[str, Mapping[str, Any]]],
+    c: Mapping[str, Any], seed: int, progress: Any = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Documents → cleaned, capped, split samples → `<c.out_dir>/<domain>/*.parquet`; returns the stats.
+
+    `c`: the `corpora` config (sample_chars, min_chars, val_frac, test_frac, max_chars, out_dir)."""
+    docs = domain_docs(domain, sources, raw_dir, user, sample_chars=c["sample_chars"], min_chars=c["min_chars"],
+                       progress=progress)  # fmt: skip
+    if progress:
+        progress(f"split {domain}")
+    frames, stats = build_domain(domain, docs, seed=seed, sample_chars=c["sample_chars"], min_chars=c["min_chars"],
+                                 val_frac=c["val_frac"], test_frac=c["test_frac"],
+                                 max_chars=max_chars_for(domain, c["max_chars"]), normalized=True)  # fmt: skip
+    write_domain(Path(c["out_dir"]), domain, frames)
+    return stats
+
+
+def split_metrics(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """A domain's DVC metrics: documents/samples/chars/words per split and duplicates dropped."""
+    m: dict[str, Any] = {s: {k: v for k, v in stats[s].items() if k != "sources"} for s in SPLITS}
+    return m | {"duplicates_dropped": stats["clean"]["duplicates"]}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -100,3 +100,29 @@ def _batches(texts: Iterable[str], size: int) -> Iterator[list[str]]:
             batch = []
     if batch:
         yield batch
+
+
+def first_chars(texts: Iterable[str], max_chars: int | None) -> list[str]:
+    """The leading texts up to about `max_chars` characters (all of them when `max_chars` is falsy)."""
+    keep, total = [], 0
+    for text in texts:
+        if max_chars and total >= int(max_chars):
+            break
+        keep.append(text)
+        total += len(text)
+    return keep
+
+
+def split_token_counts(
+    tokenizer: PreTrainedTokenizerFast, read: Callable[[str, str], list[str]], domains: Iterable[str],
+    splits: Iterable[str],
+) -> dict[str, dict[str, dict[str, float]]]:  # fmt: skip
+    """Tokens and characters per token of every domain split (`read(domain, split)` gives its texts)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for domain in domains:
+        for split in splits:
+            texts = read(domain, split)
+            n_tok = count_tokens(tokenizer, texts)
+            out.setdefault(domain, {})[split] = {"tokens": n_tok,
+                                                 "chars_per_token": round(sum(map(len, texts)) / max(n_tok, 1), 3)}  # fmt: skip
+    return out

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cptlaw.errors import DecisionError
-from cptlaw.laws import LawForm, get_law
+from cptlaw.laws import LawForm, law_from_spec
 
 SWEEP_HINT = {
     "domain": "python -m cptlaw.stages.cpt -m +sweep=dcpt_grid (N x r x D grid of `dcpt-{d}`)",
@@ -85,21 +85,16 @@ def target_law(
         name, how = best, "best held-out"
     rec = fitted[name]
     params = {k: float(v) for k, v in rec["params"].items()}
-    form = get_law(name, epsilon=params.get("epsilon", 1e-3))
+    form = law_from_spec(rec.get("spec", name), epsilon=params.get("epsilon", 1e-3))
     return Law(target, name, form, params, rec, how)
 
 
-def load_fit_table(reports: str | Path, experiments: list[str] | None = None) -> pd.DataFrame:
-    """`reports/fit_table.csv` of the fit stage, else the fitting table re-read from MLflow `experiments`."""
-    path = Path(reports) / "fit_table.csv"
-    if path.is_file():
-        return pd.read_csv(path, dtype={"run_id": str, "domain": str, "regime": str})
-    if experiments:
-        from cptlaw.fit_table import fit_table_from_experiments
-
-        table, _ = fit_table_from_experiments(experiments)
-        return table.assign(study="dcpt")
-    raise DecisionError(f"{path} does not exist: run the fit stage first (python -m cptlaw.stages.fit)")
+def load_fit_table(path: str | Path) -> pd.DataFrame:
+    """`reports/fit_table.csv`: the points the fit stage fitted (one row per run x eval step)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DecisionError(f"{path} does not exist: run the fit stage first (python -m cptlaw.stages.fit)")
+    return pd.read_csv(path, dtype={"run_id": str, "domain": str, "regime": str})
 
 
 def dcpt_rows(table: pd.DataFrame, domain: str, min_d_tokens: float = 0.0) -> pd.DataFrame:

@@ -106,3 +106,24 @@ def write_selection(out_dir: Path, pool: pd.DataFrame, chosen: np.ndarray, recor
     record = record | {"ids_file": str(ids_path)}
     (out_dir / "selection.json").write_text(json.dumps(record, indent=1, default=float))
     return ids_path
+
+
+def pool_values(pool: pd.DataFrame, stats: str) -> np.ndarray:
+    """The pool's per-sample statistic the law is written in: perplexity, or its log."""
+    values = pool["ppl"].to_numpy(float)
+    return np.log(values) if stats == "log_ppl" else values
+
+
+def selection_metrics(rec: dict[str, Any]) -> dict[str, float]:
+    """The numbers of one selection, for DVC metrics and MLflow."""
+    o, a = rec["optimum"], rec["achieved"]
+    return {"mu_hat": o["mu"], "sigma_hat": o["sigma"], "mu": a["mu"], "sigma": a["sigma"],
+            "objective_J": a["objective_J"], "n_tokens": a["n_tokens"], "budget_tokens": rec["budget_tokens"],
+            "n_samples": a["n_samples"], "interior": float(o["interior"])}  # fmt: skip
+
+
+def summary_line(rec: dict[str, Any], ids_path: Path) -> str:
+    o, a = rec["optimum"], rec["achieved"]
+    return (f"{rec['domain']}: optimum mu={o['mu']:.4g} sigma={o['sigma']:.4g} "
+            f"({'interior' if o['interior'] else 'BOUNDARY'}); DOS {a['n_samples']} samples, {a['n_tokens']:.0f} "
+            f"tokens, mu={a['mu']:.4g} sigma={a['sigma']:.4g} J={a['objective_J']:.3g} -> {ids_path}")  # fmt: skip

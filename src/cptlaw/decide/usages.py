@@ -23,6 +23,7 @@ from cptlaw.laws import (
     bootstrap,
     compare_forms,
     compute_optimal,
+    law_from_spec,
     max_domain_share,
     optimal_share_limited_data,
 )
@@ -228,7 +229,11 @@ def cross_domain_table(fits: dict, table: pd.DataFrame, fit_kwargs: dict) -> dic
     if tg is None or not tg.get("fits"):
         why = "; ".join(f"{k}: {v}" for k, v in (tg or {}).get("skipped", {}).items()) or "not fitted"
         return {"rows": [], "message": f"no cross-domain law ({why}): {SWEEP_HINT['cross']}"}
-    rows = [r for r in (tg.get("comparison") or {}).get("rows", []) if r["split"] == "domain"]
+    rows = [
+        r
+        for r in (tg.get("comparison") or {}).get("rows", [])
+        if r["split"] == "domain" and r["form"] != "naive"
+    ]
     source = "fit stage comparison"
     if not rows:
         t = table[table["study"] == "dcpt"] if "study" in table.columns else table
@@ -241,7 +246,11 @@ def cross_domain_table(fits: dict, table: pd.DataFrame, fit_kwargs: dict) -> dic
         }
         try:
             rows = compare_forms(
-                list(tg["fits"]), X, t["domain_loss"].to_numpy(float), ["domain"], **fit_kwargs
+                [law_from_spec(f.get("spec", name)) for name, f in tg["fits"].items()],
+                X,
+                t["domain_loss"].to_numpy(float),
+                ["domain"],
+                **fit_kwargs,
             ).rows
         except (FitError, LawInputError) as exc:
             return {"rows": [], "message": f"leave-one-domain-out failed: {exc}"}
@@ -253,3 +262,44 @@ def cross_domain_table(fits: dict, table: pd.DataFrame, fit_kwargs: dict) -> dic
         out.append({k: r.get(k) for k in ("form", "held_out", "n_train", "n_test", "rmse", "mape", "r2", "error")}
                    | {"own_fit_rmse": own_rmse})  # fmt: skip
     return {"rows": out, "source": source}
+
+
+def recommend_domains(fits: dict, table: pd.DataFrame, c: Any, seed: int, fit_kwargs: dict) -> dict[str, Any]:
+    """The three usages of every domain in `c.domains` (a domain that cannot be decided is kept in `errors`
+    with the reason) and the leave-one-domain-out table of the cross-domain law; `plot_inputs` holds the
+    laws and setting of each decided domain for the plots."""
+    out: dict[str, Any] = {"domains": {}, "errors": {}, "plot_inputs": {}}
+    for d in map(str, c.domains):
+        try:
+            out["domains"][d], out["plot_inputs"][d] = domain_usages(fits, table, d, c, seed)
+        except DecisionError as exc:
+            out["errors"][d] = str(exc)
+    if not out["domains"]:
+        raise DecisionError("no domain could be decided: " + " | ".join(out["errors"].values()))
+    out["cross_domain"] = cross_domain_table(fits, table, fit_kwargs)
+    return out
+
+
+def usage_metrics(domains: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of each domain's decisions, for DVC metrics and MLflow."""
+    m: dict[str, Any] = {}
+    for d, rec in domains.items():
+        u1, u2, u3 = rec["tradeoff"], rec["limited_data"], rec["compute"]
+        m[d] = {
+            "tradeoff_r_domain": u1.get("r_domain"), "tradeoff_rise": u1.get("rise"),
+            "limited_r_domain": u2.get("r_domain"), "limited_domain_loss": u2.get("domain_loss"),
+            "compute_n_params": u3.get("n_params"), "compute_n_tokens": u3.get("n_tokens"),
+        }  # fmt: skip
+        m[d] = {k: v for k, v in m[d].items() if v is not None}
+    return m
+
+
+def summary_lines(d: str, rec: dict[str, Any]) -> list[str]:
+    """What a user reads on the console for one domain: the three decisions, then every note."""
+    u1, u2, u3 = rec["tradeoff"], rec["limited_data"], rec["compute"]
+    lines = [f"{d}: usage 1 r_d={u1.get('r_domain')} ci={u1.get('ci')} ({u1.get('status', u1.get('error'))}); "
+             f"usage 2 r_d={u2['r_domain']:.3f} ci={u2.get('ci')}; usage 3 N*={u3.get('n_params', float('nan')):.3g} "
+             f"D*={u3.get('n_tokens', float('nan')):.3g}"]  # fmt: skip
+    return lines + [
+        f"{d}: note: {m}" for m in [*rec["notes"], *(u.get("message") for u in (u1, u2, u3))] if m
+    ]

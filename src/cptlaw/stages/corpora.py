@@ -13,11 +13,11 @@ import hydra
 from omegaconf import DictConfig
 from rich.progress import Progress
 
-from cptlaw.config import CONF_DIR
-from cptlaw.data.corpora import CorpusError, build_domain, domain_docs, max_chars_for, write_domain
+from cptlaw.config import CONF_DIR, to_dict
+from cptlaw.data.corpora import CorpusError, make_domain, split_metrics
 from cptlaw.data.sources import check_domains, is_fetched, parse_sources, select_sources
 from cptlaw.data.user_sources import user_domains, user_specs
-from cptlaw.stages import exit_on_bad_input
+from cptlaw.stages import exit_on_bad_input, write_json
 
 
 def run(cfg: DictConfig) -> dict:
@@ -28,52 +28,22 @@ def run(cfg: DictConfig) -> dict:
     raw_dir = Path(c.raw_dir)
     if missing := [s.name for s in chosen if not is_fetched(s, raw_dir)]:
         raise CorpusError(f"sources {missing} are not in {raw_dir}: run the fetch stage first")
-    user = user_specs(c)
-    metrics, details = {}, {}
-    out_dir = Path(c.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    details = {}
     domains = ["general", *[d for d in cfg.domains if d != "general"]]
     with Progress(transient=True, disable=not c.progress) as bar:
         task = bar.add_task("corpora", total=len(domains))
         for domain in domains:
             t0 = time.perf_counter()
-            docs = domain_docs(
-                domain,
-                chosen,
-                raw_dir,
-                user,
-                sample_chars=c.sample_chars,
-                min_chars=c.min_chars,
-                progress=lambda msg: bar.update(task, description=msg),
-            )
-            bar.update(task, description=f"split {domain}")
-            frames, stats = build_domain(
-                domain,
-                docs,
-                seed=cfg.seed,
-                sample_chars=c.sample_chars,
-                min_chars=c.min_chars,
-                val_frac=c.val_frac,
-                test_frac=c.test_frac,
-                max_chars=max_chars_for(domain, c.max_chars),
-                normalized=True,
-            )
-            write_domain(out_dir, domain, frames)
+            stats = make_domain(domain, chosen, raw_dir, user_specs(c), to_dict(c), int(cfg.seed),
+                                progress=lambda msg: bar.update(task, description=msg))  # fmt: skip
             details[domain] = stats
-            metrics[domain] = {
-                s: {k: v for k, v in stats[s].items() if k != "sources"} for s in ("train", "val", "test")
-            }
-            metrics[domain]["duplicates_dropped"] = stats["clean"]["duplicates"]
             bar.advance(task)
             tr = stats["train"]
-            print(
-                f"corpora: {domain}: train {tr['documents']} docs / {tr['samples']} samples / {tr['chars']:,} chars, "
-                f"val {stats['val']['samples']}, test {stats['test']['samples']} samples ({time.perf_counter() - t0:.1f} s)"
-            )
-    (out_dir / "stats.json").write_text(json.dumps(details, indent=2, default=str) + "\n")
-    metrics_path = Path(c.metrics)
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+            print(f"corpora: {domain}: train {tr['documents']} docs / {tr['samples']} samples / {tr['chars']:,} chars, "
+                  f"val {stats['val']['samples']}, test {stats['test']['samples']} samples ({time.perf_counter() - t0:.1f} s)")  # fmt: skip
+    (Path(c.out_dir) / "stats.json").write_text(json.dumps(details, indent=2, default=str) + "\n")
+    metrics = {d: split_metrics(s) for d, s in details.items()}
+    write_json(c.metrics, metrics, indent=2)
     return metrics
 
 
