@@ -41,7 +41,6 @@ import warnings
 from functools import cache
 from pathlib import Path
 
-import pytest
 import yaml
 
 from test_layering import ROOT, import_graph
@@ -55,14 +54,7 @@ PROFILE_PARAMS = "conf/profile/${profile}.yaml"
 
 # Gaps present when this test was written that dvc.yaml alone cannot close: (stage, key) -> why. The test
 # names each one (a warning on every run) and fails once it is closed, so that the entry is removed.
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("pretrain", "trainer"): (
-        "profile paper sets `trainer` (pretraining accelerator/precision) but demo and smoke do not, and DVC "
-        "fails on a listed param a profile lacks (checked: `Parameters 'trainer' are missing from "
-        "'conf/profile/demo.yaml'`); fix: `trainer: {}` in conf/profile/demo.yaml and smoke.yaml, then list "
-        "`trainer` under pretrain's conf/profile/${profile}.yaml params"
-    ),
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 
 def _yaml(path: Path):
@@ -403,6 +395,17 @@ def test_listed_params_exist_in_every_profile():
     assert not missing, "\n".join(missing)
 
 
+def test_known_gaps_are_still_gaps():
+    """Each KNOWN_GAPS entry: still read and still not tracked (else remove it)."""
+    tracked = [
+        f"{s}: `{key}` is tracked now: remove it from KNOWN_GAPS"
+        for s, key in KNOWN_GAPS
+        if key not in stage_inputs(s)[3]
+        or _listed_covers(_params(dvc_stages()[s]).get(PROFILE_PARAMS, []), key)
+    ]
+    assert not tracked, "\n".join(tracked)
+
+
 def test_profile_name_is_the_profile():
     """`profile_name` is exempt from params only because it is the `profile` param itself."""
     bad = [
@@ -411,14 +414,3 @@ def test_profile_name_is_the_profile():
         if d.get("profile_name") != p
     ]
     assert not bad, "\n".join(bad)
-
-
-@pytest.mark.parametrize("gap", sorted(KNOWN_GAPS), ids=lambda g: f"{g[0]}-{g[1]}")
-def test_known_gaps_are_still_gaps(gap):
-    """Each KNOWN_GAPS entry: still read and still not tracked (else remove it)."""
-    s, key = gap
-    read = stage_inputs(s)[3]
-    listed = _params(dvc_stages()[s]).get(PROFILE_PARAMS, [])
-    assert key in read and not _listed_covers(listed, key), (
-        f"{s}: `{key}` is tracked now: remove it from KNOWN_GAPS"
-    )

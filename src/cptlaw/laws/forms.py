@@ -159,7 +159,7 @@ class DCPT(LawForm):
     Fitted separately for the domain loss (r = domain share) and the general loss (r = general share).
     Variants (for comparison, not the paper's choice): `coupling=False` drops the D x r coupling
     (`B/D^beta`, the paper's L1-like form); `forgetting=True` adds `F*((1-r)*D)^kappa`, a forgetting term
-    that grows with the other-corpus tokens seen (the design's lesson: at r_g = 0 the published general-loss
+    that grows with the other-corpus tokens seen (at r_g = 0 the published general-loss
     form is constant in D, but measured general loss keeps rising).
     """
 
