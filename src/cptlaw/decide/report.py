@@ -56,7 +56,14 @@ def fits_section(fits: dict, reports: Path, min_runs_warn: int) -> tuple[list[st
         cmp_ = tg.get("comparison") or {}
         held = {}
         for s in cmp_.get("summary", []):
-            held.setdefault(s["form"], []).append(f"{s['split']}: R² {_r2(s['r2'])}, MAPE {_mape(s['mape'])}")
+            vs = f", {_f(s['skill'], '.2f')}× naive" if s.get("skill") is not None else ""
+            held.setdefault(s["form"], []).append(
+                f"{s['split']}: R² {_r2(s['r2'])}, MAPE {_mape(s['mape'])}{vs}"
+            )
+            if s.get("skill") is not None and s["skill"] > 1 and s["form"] in tg.get("fits", {}):
+                diags.append(f"`{name}` {s['form']}: loses to the naive baseline on held-out {s['split']} (MAPE "
+                             f"{_mape(s['mape'])} vs {_mape(s['naive_mape'])} for interpolating the neighbouring "
+                             f"runs): at this scale the law does not beat its neighbours along {s['split']}")  # fmt: skip
         for law, f in tg.get("fits", {}).items():
             best = " (best held-out)" if cmp_.get("best_overall") == law else ""
             rows.append([name, law + best, tg.get("n_runs", "?"), _f(f["r2"], ".4f"), _f(f["huber"], ".3g"),
@@ -79,7 +86,8 @@ def fits_section(fits: dict, reports: Path, min_runs_warn: int) -> tuple[list[st
             )
     lines += _table(["target", "law", "runs", "R² (fit)", "Huber (fit)", "held-out"], rows) + [""]
     lines += [f"Held-out: per split, the points at one value of N, D, r (or one regime / domain) are left out in turn and "
-              f"predicted from the rest; R² below "
+              f"predicted from the rest; `k× naive` is the law's MAPE over that of interpolating the neighbouring runs "
+              f"along the split at equal other inputs (above 1: the law loses to the naive baseline); R² below "
               f"{R2_FLOOR:g} and MAPE above {100 * MAPE_CEIL:g}% print as bounds (far extrapolation; exact values in "
               "`fits.json`).", ""]  # fmt: skip
     for p in sorted((reports / "plots" / "fit").glob("*_obs_pred.png"))[:6]:

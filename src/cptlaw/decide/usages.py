@@ -79,7 +79,7 @@ def _boot(law: Law, rows: pd.DataFrame, kind: str, derived: dict, c: Any, seed: 
         return {"error": f"{n_runs} runs: too few to bootstrap (need >= 3)"}
     X, y, groups = _xy(rows, kind)
     bs = bootstrap(law.form, X, y, groups, n_boot=int(c.bootstrap), level=float(c.ci_level), seed=seed,
-                   base=SimpleNamespace(params=law.params), derived=derived, n_starts=int(c.bootstrap_starts),
+                   base=SimpleNamespace(params=law.params), derived=derived, method=str(c.get("bootstrap_method", "warm")), n_starts=int(c.bootstrap_starts),
                    n_refine=2, n_polish=1, maxiter=int(c.bootstrap_maxiter))  # fmt: skip
     out = bs.to_dict()
     out["mean"] = {k: float(np.mean(v)) for k, v in bs.samples.items() if v.size and k in derived}
