@@ -28,11 +28,14 @@ from cptlaw.laws import (
     LawForm,
     LawInputError,
     bootstrap,
+    calibrate,
     compare_forms,
     fit,
     law_from_spec,
     naive_predict,
+    noise_scale,
     ppl_optimum,
+    prediction_intervals,
 )
 
 log = logging.getLogger("cptlaw.fit")
@@ -182,6 +185,26 @@ def ppl_surface_optimum(main: FitResult, X: Mapping[str, np.ndarray]) -> dict[st
             "on_boundary": opt.on_boundary, "box": box}  # fmt: skip
 
 
+def forecast_intervals(
+    t: Target, main: FitResult, boot: Any, along: str, factor: float, level: float, seed: int, **kw: Any
+) -> dict[str, Any]:
+    """Calibrated prediction intervals where a user extrapolates: each run continued to `factor` x its largest
+    `along` (D: a run `factor` times longer). Calibrated on extrapolation folds of these runs along `along`, so
+    the intervals widen with the extrapolation error the law actually made here, not only with parameter noise."""
+    cal = calibrate(
+        main.form, t.X, t.y, along, groups=t.runs, n_boot=max(50, boot.n_boot // 4), seed=seed, **kw
+    )
+    last = pd.DataFrame({k: v for k, v in t.X.items() if k in main.form.columns}).assign(run=t.runs)
+    last = last.loc[last.groupby("run")[along].idxmax()]
+    X_new = {c: last[c].to_numpy() * (factor if c == along else 1) for c in main.form.columns}
+    iv = prediction_intervals(
+        main, boot, X_new, level=level, noise=noise_scale(main, t.X, t.y), calibration=cal
+    )
+    return {"level": level, "along": along, "factor": factor, "method": iv.method, "calibration": cal.to_dict(),
+            "points": {c: X_new[c].tolist() for c in main.form.columns}
+            | {"prediction": iv.pred.tolist(), "lo": iv.lo.tolist(), "hi": iv.hi.tolist()}}  # fmt: skip
+
+
 def fit_target(t: Target, c: Mapping[str, Any], seed: int) -> tuple[dict[str, Any], FitResult | None]:
     """One target's result (fits, skips, comparison with naive skill, bootstrap, ppl optimum) and its primary
     fit (the first configured law that could be fitted; None if none could)."""
@@ -205,6 +228,13 @@ def fit_target(t: Target, c: Mapping[str, Any], seed: int) -> tuple[dict[str, An
         bs = bootstrap(main.form, t.X, t.y, t.runs, n_boot=int(c["bootstrap"]), level=float(c["ci_level"]),
                        base=main, seed=seed, delta=kw["delta"], maxiter=kw["maxiter"])  # fmt: skip
         out["bootstrap"] = {"law": main.law} | bs.to_dict()
+        iv = (c.get("intervals") or {}).get(t.kind)
+        if iv:
+            try:
+                out["intervals"] = forecast_intervals(t, main, bs, str(iv["along"]), float(iv["factor"]),
+                                                      float(c["ci_level"]), seed, delta=kw["delta"])  # fmt: skip
+            except (FitError, LawInputError) as exc:
+                out["intervals"] = {"error": str(exc)}
     if t.kind == "ppl":
         out["optimum"] = ppl_surface_optimum(main, t.X)
     return out, main

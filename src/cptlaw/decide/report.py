@@ -95,6 +95,30 @@ def fits_section(fits: dict, reports: Path, min_runs_warn: int) -> tuple[list[st
     return lines, diags
 
 
+def next_run_section(rec: dict) -> list[str]:
+    """The runs that would narrow usage 2's interval most per FLOP (`recommend.next_run`)."""
+    rows, why = [], []
+    for d, r in rec["domains"].items():
+        nr = r.get("next_run") or {}
+        if nr.get("error") or nr.get("skipped"):
+            why.append(f"- {d}: {nr.get('error') or nr.get('skipped')}")
+        for i, c in enumerate(nr.get("top", []), 1):
+            run = c["run"]
+            rows.append([d, i, f"N {_f(run['N'], '.3g')}, D {_f(run['D'], '.3g')}, r {_f(run['r'], '.2f')}",
+                         _f(c["flops"], ".2g"), f"{_f(c['width_now'], '.3f')} → {_f(c['width_expected'], '.3f')}",
+                         _f(c["shrinkage_per_pflop"], ".3g")])  # fmt: skip
+    if not rows and not why:
+        return []
+    lines = ["", "### Which run to make next", "",
+             "Candidates at the observed N and r, at the largest D run so far and twice it; each is simulated from "
+             "bootstrap draws of the domain law, refitted, and scored by how much it narrows the interval of "
+             "usage 2's r_d* per 10^15 FLOPs (6ND).", ""]  # fmt: skip
+    if rows:
+        lines += _table(["domain", "rank", "run", "FLOPs", "r_d* interval width now → expected",
+                         "shrinkage per PFLOP"], rows)  # fmt: skip
+    return lines + why + [""]
+
+
 def recommend_section(rec: dict | None, reports: Path) -> list[str]:
     lines = ["## Decisions (D-CPT usages)", ""]
     if rec is None:
@@ -121,6 +145,7 @@ def recommend_section(rec: dict | None, reports: Path) -> list[str]:
         lines += _img(reports / "plots" / "recommend" / f"{d}_usages.png", reports, f"{d} usages")
     for d, e in rec.get("errors", {}).items():
         lines.append(f"- {d}: not decided — {e}")
+    lines += next_run_section(rec)
     lines += ["", "### Cross-domain law: leave-one-domain-out", ""]
     cd = rec.get("cross_domain", {})
     if cd.get("rows"):

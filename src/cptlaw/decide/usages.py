@@ -27,6 +27,8 @@ from cptlaw.laws import (
     max_domain_share,
     optimal_share_limited_data,
 )
+from cptlaw.laws.design import candidate_grid, decision_function, rank_next_runs
+from cptlaw.laws.fit import FitProblem, refit
 
 
 @dataclass
@@ -264,6 +266,29 @@ def cross_domain_table(fits: dict, table: pd.DataFrame, fit_kwargs: dict) -> dic
     return {"rows": out, "source": source}
 
 
+def next_runs(ld: Law, rows: pd.DataFrame, s: Setting, c: Any, seed: int) -> dict[str, Any]:
+    """Which D-CPT run to make next for usage 2 (the optimal domain share at N, D_d): candidates at the
+    observed N and r, at the largest observed D and twice it, ranked by the expected shrinkage of the
+    decision's interval per FLOP (`laws.design.rank_next_runs`)."""
+    nr = c.get("next_run") or {}
+    if not nr or int(c.bootstrap) <= 0 or rows["run_id"].nunique() < 3:
+        return {"skipped": "needs recommend.next_run, recommend.bootstrap > 0 and >= 3 runs"}
+    X, y, groups = _xy(rows, "domain")
+    try:
+        fitted = refit(FitProblem(ld.form, ld.form.features(X), y), ld.params)
+        boot = bootstrap(ld.form, X, y, groups, n_boot=int(nr["n_boot"]), base=fitted, seed=seed)
+        decide = decision_function(ld.form, "usage2", N=s.n_params, domain_tokens=s.domain_tokens)
+        d_max = float(X["D"].max())
+        grid = candidate_grid(N=np.unique(X["N"]), D=[d_max, 2 * d_max], r=np.unique(X["r"]))
+        width, ranked = rank_next_runs(ld.form, X, y, fitted, boot, decide, grid, groups=groups,
+                                       level=float(c.ci_level), n_sim=int(nr["n_sim"]), n_boot=int(nr["n_boot"]),
+                                       seed=seed)  # fmt: skip
+    except (FitError, LawInputError) as exc:
+        return {"error": f"next-run design failed: {exc}"}
+    return {"decision": "usage2 r_domain", "width_now": width, "n_candidates": len(grid),
+            "top": [r.to_dict() for r in ranked[: int(nr.get("top", 3))]]}  # fmt: skip
+
+
 def recommend_domains(fits: dict, table: pd.DataFrame, c: Any, seed: int, fit_kwargs: dict) -> dict[str, Any]:
     """The three usages of every domain in `c.domains` (a domain that cannot be decided is kept in `errors`
     with the reason) and the leave-one-domain-out table of the cross-domain law; `plot_inputs` holds the
@@ -272,6 +297,10 @@ def recommend_domains(fits: dict, table: pd.DataFrame, c: Any, seed: int, fit_kw
     for d in map(str, c.domains):
         try:
             out["domains"][d], out["plot_inputs"][d] = domain_usages(fits, table, d, c, seed)
+            _, ld, s = out["plot_inputs"][d]
+            out["domains"][d]["next_run"] = next_runs(
+                ld, dcpt_rows(table, d, float(c.min_d_tokens)), s, c, seed
+            )
         except DecisionError as exc:
             out["errors"][d] = str(exc)
     if not out["domains"]:
