@@ -1,4 +1,5 @@
-"""Shared test set-up: one thread per process (2-core machines), no analytics, a tmp project root."""
+"""Shared test set-up: one thread per process (2-core machines), no analytics, a tmp MLflow store, the reference
+data, and the two fixture projects (CPT: tests/helpers/cpt_project.py; lm: tests/helpers/lm_project.py)."""
 
 import os
 
@@ -10,6 +11,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("MLFLOW_RUN_ID", None)
+
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -33,8 +36,6 @@ def refdata():
     Layout: `data/chinchilla_hoffmann2022_fig4.csv` and `realdata/<file>.csv` (see the README's "Reference data").
     Returns a function `path(relative) -> Path` that skips the test, with its reason, when the file is absent.
     """
-    from pathlib import Path
-
     root = os.environ.get(REFDATA_ENV)
 
     def path(relative: str) -> Path:
@@ -46,3 +47,28 @@ def refdata():
         return p
 
     return path
+
+
+@pytest.fixture(scope="session")
+def cpt_project(tmp_path_factory) -> Path:
+    """A project root with corpora, tokenizer, base model `xs` and medical scores (shared, read-only)."""
+    from tests.helpers.cpt_project import write_base, write_corpora, write_scores
+
+    root = tmp_path_factory.mktemp("cptproj")
+    (root / "conf").mkdir()  # project_root() finds dvc.yaml + conf/
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    write_corpora(root)
+    write_base(root)
+    write_scores(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def lm_project(tmp_path_factory) -> Path:
+    """A project root with data/corpora/{general,medical,code} and data/tokenizer (read-only for tests)."""
+    from tests.helpers.lm_project import write_corpora, write_tokenizer
+
+    root = tmp_path_factory.mktemp("lm_project")
+    write_corpora(root)
+    write_tokenizer(root / "data" / "tokenizer")
+    return root

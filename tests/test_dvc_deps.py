@@ -43,7 +43,7 @@ from pathlib import Path
 
 import yaml
 
-from test_layering import ROOT, import_graph
+from tests.test_layering import ROOT, import_graph
 
 CONF = ROOT / "conf"
 STAGE_CMD = re.compile(r"python\s+-m\s+(cptlaw\.stages\.\w+)((?:\s+(?!&&)\S+)*)")

@@ -7,7 +7,6 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from _synth import points
 
 from cptlaw.laws import LawInputError, bootstrap, fit, get_law
 from cptlaw.laws.design import (
@@ -21,6 +20,7 @@ from cptlaw.laws.design import (
 from cptlaw.laws.evaluate import resample_weights
 from cptlaw.laws.fit import FitProblem, refit
 from cptlaw.next_run import main
+from tests.helpers.synth import points
 
 FORM = get_law("chinchilla")
 TRUTH = dict(E=1.7, A=100.0, B=60.0, alpha=0.34, beta=0.3)

@@ -4,9 +4,9 @@ import pickle
 
 import numpy as np
 import pytest
-from _synth import TRUTH, points
 
 from cptlaw.laws import FormulaError, LawInputError, bootstrap, fit, formula_law, get_law, law_from_spec
+from tests.helpers.synth import TRUTH, points
 
 # every built-in form as a formula (D-CPT's r + epsilon: eps fixed; cross-domain w1 = 1, w2 = exp(log_w2))
 AS_FORMULA = {

@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
-from _synth import points
 
 from cptlaw.laws import LawInputError, bootstrap, calibrate, fit, get_law, naive_predict, prediction_intervals
 from cptlaw.laws.baselines import skill, skill_splits
 from cptlaw.laws.evaluate import resample_weights
 from cptlaw.laws.fit import FitProblem, refit
 from cptlaw.laws.intervals import Calibration, extrapolated_column, extrapolation_cuts, noise_scale
+from tests.helpers.synth import points
 
 
 def test_warm_refit_equals_a_full_fit_on_the_resample():

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from _synth import TRUTH
 from scipy.optimize import minimize_scalar
 
 from cptlaw.laws import (
@@ -15,6 +14,7 @@ from cptlaw.laws import (
     ppl_optimum,
 )  # fmt: skip
 from cptlaw.laws.select import dos_select_naive
+from tests.helpers.synth import TRUTH
 
 DCPT = get_law("dcpt")
 P = TRUTH["dcpt"] | DCPT.fixed

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from _synth import points, run_ids
 
 from cptlaw.laws import LawInputError, bootstrap, compare_forms, compute_optimal, fit, get_law
+from tests.helpers.synth import points, run_ids
 
 
 def test_bootstrap_ci_contains_truth_and_derived_decision():

@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from _synth import TRUTH, points
 
 from cptlaw.laws import FitError, LawInputError, fit, get_law, huber_log
 from cptlaw.laws.fit import FitProblem, distinct, polish, project, scan, starts
+from tests.helpers.synth import TRUTH, points
 
 REF_HUBER = 0.00101827  # Besiroglu et al. points, 4,500-start plain fit measured in 53.5 s (data README)
 

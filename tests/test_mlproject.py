@@ -7,16 +7,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_fit_stage import _log_runs
 
 from cptlaw import tracking
+from tests.helpers.fit_runs import log_runs
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
 def test_mlflow_run_fit_entry_point_makes_one_run(mlflow_uri, tmp_path):
-    n_cpt = _log_runs(mlflow_uri)
+    n_cpt = log_runs(mlflow_uri)
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "CPTLAW_ROOT": str(tmp_path),
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
     proc = subprocess.run(

@@ -4,7 +4,8 @@
 import shutil
 
 import pytest
-from test_pretrain_stage import compose_cfg
+
+from tests.helpers.lm_project import pretrain_cfg
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +18,7 @@ def test_pretrain_with_ddp_spawn_on_two_cpu_processes(lm_project, tmp_path, mlfl
 
     root = tmp_path / "proj"
     shutil.copytree(lm_project, root)
-    cfg = compose_cfg(root, ["trainer=ddp_cpu", "threads=1", "model.train_sizes=[a]"])
+    cfg = pretrain_cfg(root, ["trainer=ddp_cpu", "threads=1", "model.train_sizes=[a]"])
     assert cfg.trainer.strategy == "ddp_spawn" and int(cfg.trainer.devices) == 2
     result = run(cfg)
     assert set(result) == {"a"}

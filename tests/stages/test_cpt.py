@@ -6,38 +6,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from cpt_fixtures import overrides
 from hydra import compose, initialize_config_dir
 
 from cptlaw.config import CONF_DIR
 from cptlaw.lm.model import ModelError
-
-PARAMS = (
-    "domain regime q_lo q_hi r n_params n_tokens base_model seed profile data_version config_hash"
-).split()
-METRICS = (
-    "n_params n_tokens r q_lo q_hi ppl_mean ppl_std log_ppl_mean log_ppl_std domain_tokens general_tokens k1 k2 "
-    "tokens_per_s domain_loss general_loss domain_loss_final general_loss_final"
-).split()
+from tests.helpers.cpt_project import check_schema, overrides
 
 
 def compose_cfg(root, **cpt):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=overrides(root, **cpt))
-
-
-def check_schema(row, history):
-    """Every param, metric and tag of the CPT-run schema is on the run."""
-    for p in PARAMS:
-        assert f"params.{p}" in row and row[f"params.{p}"] not in (None, ""), p
-    for m in METRICS:
-        assert f"metrics.{m}" in row, m
-    assert row["tags.cptlaw.stage"] == "cpt" and row["tags.cptlaw.study"] in ("dcpt", "ppl_regimes")
-    assert row["tags.cptlaw.config_hash"] == row["params.config_hash"]
-    steps = [s for s, _ in history]
-    assert steps[0] == 0 and steps == sorted(steps) and len(steps) >= 3
-    assert steps[-1] == int(row["params.n_tokens"])
-    assert row["metrics.k1"] == pytest.approx(history[0][1])
 
 
 @pytest.fixture

@@ -4,29 +4,9 @@ import json
 import shutil
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from cptlaw.config import CONF_DIR
 from cptlaw.lm.model import ModelError
-
-TINY = [
-    "+model.sizes.a={d_model: 16, n_layers: 1, n_heads: 2, d_ff: 32}",
-    "+model.sizes.b={d_model: 32, n_layers: 1, n_heads: 2, d_ff: 64}",
-    "model.train_sizes=[a, b]",
-    "domains=[medical, code]",
-    "pretrain.seq_len=32",
-    "pretrain.batch_size=4",
-    "pretrain.n_tokens=1280",
-    "pretrain.val_tokens=256",
-    "pretrain.eval_every=5",
-    "trainer.enable_progress_bar=false",
-    "trainer.log_every_n_steps=2",
-]
-
-
-def compose_cfg(root, overrides=()):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=["profile=smoke", f"paths.root={root}", *TINY, *overrides])
+from tests.helpers.lm_project import pretrain_cfg
 
 
 @pytest.fixture
@@ -42,7 +22,7 @@ def test_pretrain_stage_end_to_end(project, mlflow_uri):
     from cptlaw.lm.model import load_causal_lm, non_embedding_params
     from cptlaw.stages.pretrain import run
 
-    cfg = compose_cfg(project)
+    cfg = pretrain_cfg(project)
     result = run(cfg)
     assert set(result) == {"a", "b"}
     assert result["a"]["n_params"] < result["b"]["n_params"]
@@ -77,7 +57,7 @@ def test_base_models_carry_provenance(project, mlflow_uri):
     from cptlaw.provenance import git_revision
     from cptlaw.stages.pretrain import run
 
-    cfg = compose_cfg(project, ["model.train_sizes=[a]"])
+    cfg = pretrain_cfg(project, ["model.train_sizes=[a]"])
     run(cfg)
     info = base_model_info(project / "models" / "base" / "a")
     record = info["provenance"]
@@ -109,7 +89,7 @@ def test_pretrain_lowers_loss(project, mlflow_uri):
     from cptlaw.stages.pretrain import run
 
     result = run(
-        compose_cfg(project, ["model.train_sizes=[b]", "pretrain.n_tokens=4096", "pretrain.lr=1e-2"])
+        pretrain_cfg(project, ["model.train_sizes=[b]", "pretrain.n_tokens=4096", "pretrain.lr=1e-2"])
     )
     # untrained loss is about ln(vocab) = ln(300) = 5.7 nats
     assert result["b"]["val_loss_general"] < 4.5
@@ -119,13 +99,13 @@ def test_unknown_size_and_missing_tokenizer(project, mlflow_uri):
     from cptlaw.stages.pretrain import run
 
     with pytest.raises(ModelError, match="unknown sizes"):
-        run(compose_cfg(project, ["model.train_sizes=[zz]"]))
+        run(pretrain_cfg(project, ["model.train_sizes=[zz]"]))
     with pytest.raises(ModelError, match=r"^trainer .* cannot run on this machine: Precision 'fp12'"):
-        run(compose_cfg(project, ["trainer.precision=fp12"]))
+        run(pretrain_cfg(project, ["trainer.precision=fp12"]))
     assert not list((project / "models" / "base").glob("*/config.json"))  # nothing trained
     shutil.rmtree(project / "data" / "tokenizer")
     with pytest.raises(ModelError, match="tokenizer dir .* does not exist"):
-        run(compose_cfg(project))
+        run(pretrain_cfg(project))
 
 
 def test_hf_local_skips_pretraining(project, mlflow_uri):
@@ -136,7 +116,7 @@ def test_hf_local_skips_pretraining(project, mlflow_uri):
     build_model({"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}, 300, 32, seed=0).save_pretrained(
         local
     )
-    result = run(compose_cfg(project, ["model=hf_local", f"model.name_or_path={local}"]))
+    result = run(pretrain_cfg(project, ["model=hf_local", f"model.name_or_path={local}"]))
     assert "skipped" in result
     assert json.loads((project / "reports" / "metrics" / "pretrain.json").read_text()) == result
     assert not any((project / "models" / "base").iterdir())

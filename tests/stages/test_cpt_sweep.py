@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from cpt_fixtures import overrides
-from test_cpt_run import check_schema
+
+from tests.helpers.cpt_project import check_schema, overrides
 
 pytestmark = pytest.mark.slow
 

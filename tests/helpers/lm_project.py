@@ -1,8 +1,11 @@
-"""Fixture project for the lm tests: tiny corpora parquet files and a BPE tokenizer built here (no downloads)."""
+"""The lm fixture project (tiny corpora parquet files and a BPE tokenizer built here, no downloads; the
+`lm_project` fixture of tests/conftest.py) and the pretrain-stage config composed on it."""
 
 import numpy as np
 import pandas as pd
-import pytest
+from hydra import compose, initialize_config_dir
+
+from cptlaw.config import CONF_DIR
 
 WORDS = {
     "general": "the a of and to in was he it that his her said time man day old new great little house".split(),
@@ -43,10 +46,22 @@ def write_tokenizer(path, vocab_size: int = 300) -> None:
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(path)
 
 
-@pytest.fixture(scope="session")
-def lm_project(tmp_path_factory):
-    """A project root with data/corpora/{general,medical,code} and data/tokenizer (read-only for tests)."""
-    root = tmp_path_factory.mktemp("lm_project")
-    write_corpora(root)
-    write_tokenizer(root / "data" / "tokenizer")
-    return root
+TINY = [
+    "+model.sizes.a={d_model: 16, n_layers: 1, n_heads: 2, d_ff: 32}",
+    "+model.sizes.b={d_model: 32, n_layers: 1, n_heads: 2, d_ff: 64}",
+    "model.train_sizes=[a, b]",
+    "domains=[medical, code]",
+    "pretrain.seq_len=32",
+    "pretrain.batch_size=4",
+    "pretrain.n_tokens=1280",
+    "pretrain.val_tokens=256",
+    "pretrain.eval_every=5",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=2",
+]
+
+
+def pretrain_cfg(root, overrides=()):
+    """The smoke config with two tiny sizes `a`, `b` pre-trained on the fixture project at `root`."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=["profile=smoke", f"paths.root={root}", *TINY, *overrides])

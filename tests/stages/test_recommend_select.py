@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from decide_synth import DOMAIN, GENERAL, PPL, fit_table, fits_json, write
 from hydra import compose, initialize_config_dir
 
 from cptlaw.config import CONF_DIR
 from cptlaw.decide.inputs import DecisionError
 from cptlaw.laws import get_law, max_domain_share, optimal_share_limited_data, ppl_optimum
+from tests.helpers.decide_synth import DOMAIN, GENERAL, PPL, fit_table, fits_json, write
 
 
 def cfg(root, *extra):

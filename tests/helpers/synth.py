@@ -1,4 +1,4 @@
-"""Synthetic points from known law parameters (shared by the laws tests and the fit-stage test)."""
+"""Synthetic points from known law parameters (shared by the laws tests, the fit-stage tests and fit_runs.py)."""
 
 from __future__ import annotations
 

@@ -12,10 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cpt_fixtures import overrides
 from hydra import compose, initialize_config_dir
 
 from cptlaw.config import CONF_DIR
+from tests.helpers.cpt_project import overrides
 
 pytestmark = pytest.mark.slow
 

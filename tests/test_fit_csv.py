@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from _synth import points
 
 from cptlaw.fit_csv import main
+from tests.helpers.synth import points
 
 
 def _run(*args):

@@ -1,6 +1,7 @@
-"""Helpers of the CPT tests (a module, not conftest, so tests can import them by a unique name): tiny corpora with disjoint vocabularies, a word-level tokenizer, a tiny base
-model (built with `cptlaw.lm.model.build_model`, saved with `save_pretrained`) and a perplexity score file,
-all under a tmp project root."""
+"""The CPT fixture project (the `cpt_project` fixture of tests/conftest.py): tiny corpora with disjoint
+vocabularies, a word-level tokenizer, a tiny base model (built with `cptlaw.lm.model.build_model`, saved with
+`save_pretrained`) and a perplexity score file, all under a tmp project root; Hydra overrides for a fast CPT
+run in it and the check of a CPT run's MLflow schema."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 WORDS = {
     "general": "the cat sat on a mat and dog ran to house by river with old man who saw bird".split(),
@@ -91,3 +93,26 @@ def overrides(root: Path, **cpt) -> list[str]:
         "profile=smoke",
         *[f"cpt.{k}={v}" for k, v in base.items() if v is not None],
     ]
+
+
+PARAMS = (
+    "domain regime q_lo q_hi r n_params n_tokens base_model seed profile data_version config_hash"
+).split()
+METRICS = (
+    "n_params n_tokens r q_lo q_hi ppl_mean ppl_std log_ppl_mean log_ppl_std domain_tokens general_tokens k1 k2 "
+    "tokens_per_s domain_loss general_loss domain_loss_final general_loss_final"
+).split()
+
+
+def check_schema(row, history):
+    """Every param, metric and tag of the CPT-run schema is on the run."""
+    for p in PARAMS:
+        assert f"params.{p}" in row and row[f"params.{p}"] not in (None, ""), p
+    for m in METRICS:
+        assert f"metrics.{m}" in row, m
+    assert row["tags.cptlaw.stage"] == "cpt" and row["tags.cptlaw.study"] in ("dcpt", "ppl_regimes")
+    assert row["tags.cptlaw.config_hash"] == row["params.config_hash"]
+    steps = [s for s, _ in history]
+    assert steps[0] == 0 and steps == sorted(steps) and len(steps) >= 3
+    assert steps[-1] == int(row["params.n_tokens"])
+    assert row["metrics.k1"] == pytest.approx(history[0][1])

@@ -8,7 +8,8 @@ import sys
 import time
 
 import pytest
-from cpt_fixtures import overrides
+
+from tests.helpers.cpt_project import overrides
 
 
 def _running_run(pid: int) -> str:

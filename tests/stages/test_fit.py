@@ -2,60 +2,17 @@
 
 import json
 
-import numpy as np
 import pytest
-from _synth import TRUTH
 from hydra import compose, initialize_config_dir
 
 from cptlaw import tracking
 from cptlaw.config import CONF_DIR
-from cptlaw.laws import get_law
-
-STEPS = [20000, 40000, 80000, 160000, 320000]
-
-
-def _log_runs(uri: str) -> int:
-    tracking.configure(uri)
-    rng = np.random.default_rng(0)
-    dom, gen, ppl = get_law("dcpt"), get_law("dcpt_forgetting"), get_law("ppl")
-    n = 0
-    for k, domain in enumerate(["medical", "code"]):
-        k1, k2 = 4.0 + k, 0.3 + 0.2 * k
-        for n_params in (1e5, 3e5, 8e5):
-            for r in (0.0, 0.2, 0.5, 1.0):
-                x = {"N": np.full(5, n_params), "D": np.array(STEPS, float), "r": np.full(5, r)}
-                ld = dom.predict(TRUTH["dcpt"] | dom.fixed, x) + 0.3 * k
-                lg = gen.predict(TRUTH["dcpt_forgetting"] | gen.fixed, x | {"r": 1 - x["r"]})
-                ld, lg = ld * np.exp(rng.normal(0, 0.002, 5)), lg * np.exp(rng.normal(0, 0.002, 5))
-                with tracking.run(f"dcpt-{domain}", tags={"cptlaw.stage": "cpt", "cptlaw.study": "dcpt"},
-                                  params={"domain": domain, "regime": "all", "r": r, "n_params": int(n_params),
-                                          "seed": 0}):  # fmt: skip
-                    tracking.log_metrics({"n_params": n_params, "r": r, "k1": k1, "k2": k2})
-                    tracking.log_metrics({"domain_loss": k1, "general_loss": 3.0}, step=0)
-                    for s, a, b in zip(STEPS, ld, lg, strict=True):
-                        tracking.log_metrics({"domain_loss": a, "general_loss": b}, step=s)
-                n += 1
-    for mu in (10.0, 30.0, 60.0):
-        for sigma in (5.0, 20.0):
-            x = {"mu": np.full(5, mu), "sigma": np.full(5, sigma), "D": np.array(STEPS, float)}
-            ld = ppl.predict(TRUTH["ppl"], x) * np.exp(rng.normal(0, 0.002, 5))
-            with tracking.run("ppl-regimes-medical", params={"domain": "medical", "regime": f"m{mu}s{sigma}",
-                                                             "r": 1.0, "n_params": 100000, "seed": 0}):  # fmt: skip
-                tracking.log_metrics({"n_params": 1e5, "r": 1.0, "ppl_mean": mu, "ppl_std": sigma,
-                                      "log_ppl_mean": np.log(mu), "log_ppl_std": sigma / mu})  # fmt: skip
-                for s, a in zip(STEPS, ld, strict=True):
-                    tracking.log_metrics({"domain_loss": a, "general_loss": 3.0}, step=s)
-            n += 1
-    with pytest.raises(RuntimeError):  # a FAILED run must be ignored by the fit stage
-        with tracking.run("dcpt-medical", params={"domain": "medical", "r": 0.3, "n_params": 1}):
-            tracking.log_metrics({"domain_loss": 99.0}, step=20000)
-            raise RuntimeError("boom")
-    return n
+from tests.helpers.fit_runs import log_runs
 
 
 @pytest.mark.slow
 def test_fit_stage_end_to_end(mlflow_uri, tmp_path, monkeypatch):
-    n_runs = _log_runs(mlflow_uri)
+    n_runs = log_runs(mlflow_uri)
     monkeypatch.setenv("CPTLAW_ROOT", str(tmp_path))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[

@@ -1,4 +1,4 @@
-"""The validate stage on the CPT tests' fixture project: a DOS selection from a synthetic ppl law, five
+"""The validate stage on the CPT fixture project (tests/helpers/cpt_project.py): a DOS selection from a synthetic ppl law, five
 in-process CPT runs (DOS, random, low, middle, high), the comparison table, data saving and idempotency."""
 
 import json
@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from cpt_fixtures import overrides, write_base, write_corpora, write_scores
 from hydra import compose, initialize_config_dir
 
 from cptlaw.config import CONF_DIR
+from tests.helpers.cpt_project import overrides, write_base, write_corpora, write_scores
 
 
 @pytest.fixture

@@ -3,11 +3,11 @@ deterministic from the seed; short data repeats or errors; test sets are fixed."
 
 import numpy as np
 import pytest
-from cpt_fixtures import SEQ_LEN, WORDS, make_tokenizer
 
 from cptlaw.data.corpora import read_split
 from cptlaw.data.mixture import MixtureError, build_mixture, eval_rows, interleave
 from cptlaw.errors import CorpusError
+from tests.helpers.cpt_project import SEQ_LEN, WORDS, make_tokenizer
 
 
 @pytest.fixture(scope="module")
