@@ -1,0 +1,44 @@
+"""The fit stage's forecast intervals: a run continued to 2x its D, calibrated on extrapolation folds in D."""
+
+import numpy as np
+
+from cptlaw.fitting import Target, fit_target
+from cptlaw.laws import get_law
+
+TRUTH = {"E": 1.5, "A": 30.0, "B": 200.0, "C": 0.05, "alpha": 0.3, "beta": 0.35, "eta": 0.4, "gamma": 0.3}
+CONFIG = {"n_starts": 16, "n_refine": 4, "n_polish": 2, "sampler": "lhs", "huber_delta": 1e-3, "polish_maxiter": 300,
+          "min_d_tokens": 0, "epsilon": 1e-3, "laws": {"domain": ["dcpt"]}, "min_runs": 3, "holdouts": {"domain": ["r"]},
+          "holdout_mode": "logo", "max_holdout_groups": 3, "bootstrap": 100, "ci_level": 0.9,
+          "intervals": {"domain": {"along": "D", "factor": 2.0}}}  # fmt: skip
+
+
+def _target(seed: int) -> Target:
+    """Runs (N x r) evaluated at D up to 1.1e5 (the fitted part of a geometric grid to 2.4e6)."""
+    form = get_law("dcpt")
+    n, r, d = np.meshgrid(
+        [1e5, 3e5, 8e5], [0.1, 0.33, 0.67, 1.0], np.geomspace(2e4, 2.4e6, 14), indexing="ij"
+    )
+    X = {"N": n.ravel(), "D": d.ravel(), "r": r.ravel()}
+    y = form.predict(TRUTH | form.fixed, X) * np.exp(
+        np.random.default_rng(seed).normal(0, 0.003, X["D"].size)
+    )
+    runs = np.array([f"{a:g}|{b:g}" for a, b in zip(X["N"], X["r"], strict=True)])
+    fitted = X["D"] <= np.unique(X["D"])[6]
+    t = Target("domain_x", "domain", "x", {k: v[fitted] for k, v in X.items()}, y[fitted], runs[fitted])
+    return t
+
+
+def test_forecast_intervals_bracket_the_longer_runs():
+    out, _ = fit_target(_target(seed=1), CONFIG, seed=0)
+    iv = out["intervals"]
+    assert (
+        iv["method"] == "calibrated" and iv["factor"] == 2.0 and len(iv["points"]["D"]) == 12
+    )  # one per run
+    lo, hi, pred = (np.array(iv["points"][k]) for k in ("lo", "hi", "prediction"))
+    assert np.all(lo < pred) and np.all(pred < hi)
+    # the real losses of the runs at 2x their largest fitted D (interpolated on the true curve) fall inside
+    form = get_law("dcpt")
+    at = {k: np.array(iv["points"][k]) for k in ("N", "D", "r")}
+    real = form.predict(TRUTH | form.fixed, at)
+    assert np.mean((lo <= real) & (real <= hi)) >= 0.9
+    assert "skill" in next(s for s in out["comparison"]["summary"] if s["form"] == "dcpt")
