@@ -95,6 +95,22 @@ def fits_section(fits: dict, reports: Path, min_runs_warn: int) -> tuple[list[st
     return lines, diags
 
 
+def _runs_note(u: dict) -> str:
+    """What the runs say beside a law answer: agreement, or the bracket that replaces a contradicted answer."""
+    runs, pub = u.get("runs") or {}, u.get("published")
+    note = ""
+    if runs.get("agrees") is False:
+        note = (f"; **runs: r_d in [{runs['bracket'][0]:g}, {runs['bracket'][1]:g}]** — the law's "
+                f"{_f(u.get('r_domain_law'), '.3f')} contradicts them")  # fmt: skip
+    elif runs.get("agrees"):
+        note = f"; runs agree ([{runs['bracket'][0]:g}, {runs['bracket'][1]:g}])"
+    elif runs:
+        note = f"; not bracketed by runs ({runs.get('why', 'runs on one side only')})"
+    if pub:
+        note += f"; published {pub['law']}: {_f(pub.get('r_domain'), '.3f')}"
+    return note
+
+
 def next_run_section(rec: dict) -> list[str]:
     """The runs that would narrow usage 2's interval most per FLOP (`recommend.next_run`)."""
     rows, why = [], []
@@ -127,8 +143,10 @@ def recommend_section(rec: dict | None, reports: Path) -> list[str]:
     rows = []
     for d, r in rec["domains"].items():
         u1, u2, u3 = r["tradeoff"], r["limited_data"], r["compute"]
-        rows.append([d, f"{_f(u1.get('r_domain'), '.3f')} {_ci(u1.get('ci'))} ({u1.get('status', u1.get('error'))})",
-                     f"{_f(u2['r_domain'], '.3f')} {_ci(u2.get('ci'))}" + (" boundary" if u2["on_boundary"] else ""),
+        rows.append([d, f"{_f(u1.get('r_domain'), '.3f')} {_ci(u1.get('ci'))} ({u1.get('status', u1.get('error'))})"
+                     + _runs_note(u1),
+                     f"{_f(u2['r_domain'], '.3f')} {_ci(u2.get('ci'))}" + (" boundary" if u2["on_boundary"] else "")
+                     + _runs_note(u2),
                      "not computed (see below)" if u3.get("error") else
                      f"N* {_f(u3.get('n_params'), '.3g')} {_ci((u3.get('ci') or {}).get('n_params'))}, "
                      f"D* {_f(u3.get('n_tokens'), '.3g')}"])  # fmt: skip

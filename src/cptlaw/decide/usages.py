@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cptlaw.decide.brackets import usage1_bracket, usage2_bracket, verdict
 from cptlaw.decide.inputs import SWEEP_HINT, DecisionError, Law, dcpt_rows, target_law
 from cptlaw.laws import (
     FitError,
@@ -131,7 +132,32 @@ def usage_tradeoff(lg: Law, rows: pd.DataFrame, s: Setting, c: Any, seed: int) -
     boot = _boot(lg, rows, "general", {"r_domain": share, "binding": binding}, c, seed)
     out["bootstrap"] = _only(boot, ("r_domain", "binding"))
     out["ci"] = _ci(boot, "r_domain")
+    out["runs"] = verdict(out["r_domain"], usage1_bracket(rows, s.n_params, s.n_tokens, s.lg0, t))
+    return _answer_to_runs(out, "rise within T")
+
+
+def _answer_to_runs(out: dict[str, Any], what: str) -> dict[str, Any]:
+    """A law answer outside the runs' bracket is not the answer: keep it as `r_domain_law`, report the bracket."""
+    runs = out["runs"]
+    if runs.get("agrees") is not False:
+        return out
+    lo, hi = runs["bracket"]
+    law = out["r_domain"]
+    out |= {"r_domain_law": law, "r_domain": None, "status": "contradicted by the runs",
+            "message": f"the law contradicts the runs: it gives r_d={law:.3f}, but the runs at this N and D put the "
+                       f"answer ({what}) between r_d={lo:g} and r_d={hi:g}; use that bracket, or add runs inside it "
+                       "and refit"}  # fmt: skip
     return out
+
+
+def published_answer(usage: str, law: Law, s: Setting, c: Any) -> dict[str, Any]:
+    """The decision under the published form, reported beside the one the best held-out form gives."""
+    if usage == "tradeoff":
+        dec = max_domain_share(law.form, law.params, s.n_params, s.n_tokens, s.lg0, float(c.tolerance))
+        return {"law": law.name, "r_domain": None if dec.status == "infeasible" else dec.r_domain,
+                "status": dec.status}  # fmt: skip
+    dec = optimal_share_limited_data(law.form, law.params, s.n_params, s.domain_tokens, r_min=float(c.r_min))
+    return {"law": law.name, "r_domain": dec.r_domain, "on_boundary": dec.on_boundary}
 
 
 def usage_limited_data(ld: Law, rows: pd.DataFrame, s: Setting, c: Any, boot: dict | None) -> dict[str, Any]:
@@ -151,7 +177,8 @@ def usage_limited_data(ld: Law, rows: pd.DataFrame, s: Setting, c: Any, boot: di
         )
     out["bootstrap"] = _only(boot, ("limited_r_domain", "limited_on_boundary"))
     out["ci"] = _ci(boot, "limited_r_domain")
-    return out
+    out["runs"] = verdict(dec.r_domain, usage2_bracket(rows, s.n_params, s.domain_tokens))
+    return _answer_to_runs(out, "lowest domain loss")
 
 
 def usage_compute(ld: Law, rows: pd.DataFrame, s: Setting, r: float, boot: dict | None) -> dict[str, Any]:
@@ -200,7 +227,11 @@ def domain_usages(
     out["tradeoff"] = usage_tradeoff(lg, rows, s, c, seed)
     r3 = c.get("compute_r")
     if r3 is None:
-        r3 = out["tradeoff"].get("r_domain") or 0.5
+        r3 = (
+            out["tradeoff"].get("r_domain")
+            or (out["tradeoff"].get("runs", {}).get("bracket") or [0.5])[0]
+            or 0.5
+        )
     r3, r_min = max(float(r3), 1e-3), float(c.r_min)
 
     def _limited(p):
@@ -221,6 +252,13 @@ def domain_usages(
     boot = _boot(ld, rows, "domain", fn, c, seed)
     out["limited_data"] = usage_limited_data(ld, rows, s, c, boot)
     out["compute"] = usage_compute(ld, rows, s, r3, boot)
+    for usage, law, kind in (("tradeoff", lg, "general"), ("limited_data", ld, "domain")):
+        try:
+            pub = target_law(fits, f"{kind}_{domain}", "primary")
+        except DecisionError:
+            continue
+        if pub.name != law.name:
+            out[usage]["published"] = published_answer(usage, pub, s, c)
     return out, (lg, ld, s)
 
 
