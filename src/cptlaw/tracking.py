@@ -220,8 +220,18 @@ def log_params(params: Mapping[str, Any]) -> None:
     mlflow.log_params({k: ("" if v is None else v) for k, v in params.items()})
 
 
-def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+def log_metrics(metrics: Mapping[str, float], step: int | None = None, run_id: str | None = None) -> None:
+    """Log into the active run, or into run `run_id` by id (from a process that has no active run, e.g. a
+    spawned DDP worker: `mlflow.log_metrics` there would open a second run)."""
+    if run_id is None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        return
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
 
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
