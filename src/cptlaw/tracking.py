@@ -236,7 +236,9 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None, run_id: s
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
+    MlflowClient().log_batch(
+        run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+    )
 
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:

@@ -53,7 +53,9 @@ def _sacct(slurm_cluster) -> list[list[str]]:
 def _wait_queue_empty(slurm_cluster, timeout=180):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        q = subprocess.run(["squeue", "-h"], capture_output=True, text=True, env={**os.environ, **slurm_cluster})
+        q = subprocess.run(
+            ["squeue", "-h"], capture_output=True, text=True, env={**os.environ, **slurm_cluster}
+        )
         if q.returncode == 0 and not q.stdout.strip():
             return
         time.sleep(1)
@@ -108,13 +110,17 @@ def test_sigkilled_array_task_resubmitted_runs_only_the_missing_cell(
         assert first.poll() is None or victim is not None, first.stdout.read()[-3000:]
         time.sleep(0.5)
     assert victim is not None, "no long cell started training"
-    task = victim["tags.cptlaw.slurm_job"]  # SIGKILL to the task's step (the python process), not its batch shell
-    subprocess.run(["scancel", "--signal=KILL", task], env=env, check=True, timeout=30)
+    # SIGKILL the task's training process (what the OOM killer or a node failure does); `scancel -s KILL`
+    # would send SIGTERM first, which lets the run end itself FAILED
+    assert victim["tags.cptlaw.slurm_job"].count("_") == 1
+    os.kill(int(victim["tags.cptlaw.pid"]), signal.SIGKILL)
     out, _ = first.communicate(timeout=300)
     assert first.returncode != 0, out[-2000:]  # the launcher reports the failed task
     _wait_queue_empty(slurm_cluster)
     finished_before = set(_runs("FINISHED").run_id)
-    assert len(finished_before) == 3 and tracking.MlflowClient().get_run(victim.run_id).info.status == "RUNNING"
+    assert (
+        len(finished_before) == 3 and tracking.MlflowClient().get_run(victim.run_id).info.status == "RUNNING"
+    )
 
     again = subprocess.run(_sweep_args(cpt_project, tmp_path, "b", n_tokens="[640,40000]"), env=env,
                            capture_output=True, text=True, timeout=600)  # fmt: skip

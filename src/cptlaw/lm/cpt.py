@@ -207,7 +207,9 @@ def train_cpt(
         # The same global batch as one process: each of the `world` processes takes batch_size / world rows
         # of every step (DistributedSampler, no shuffling: rank k gets rows k, k + world, ... of the order).
         if global_batch % world:
-            raise ModelError(f"cpt.batch_size={global_batch} must be a multiple of cpt.trainer.devices={world}")
+            raise ModelError(
+                f"cpt.batch_size={global_batch} must be a multiple of cpt.trainer.devices={world}"
+            )
         data.batch_size = global_batch // world
     tokens_per_step = global_batch * seq_len
     max_steps = math.ceil(len(mixture.train) / global_batch)
@@ -347,7 +349,6 @@ def _log_train_loss(run_id: str, loss: float, tokens: int) -> None:
 def _train(cfg: Any, p: Any, model: Any, data: Any, fail_after_first: bool, run_id: str) -> CPTResult:
     """Train with evaluations logged into run `run_id` by id: under `ddp_spawn` they are logged from a worker
     process, which must not open a run of its own."""
-    from cptlaw import tracking
 
     c = cfg.cpt
     trainer_kwargs = dict(cfg_dict(c.trainer)) | {"log_every_n_steps": int(c.log_every_n_steps)}
