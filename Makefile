@@ -15,7 +15,10 @@ demo: setup
 smoke: setup
 	$(VENV)/dvc exp run --temp -S profile=smoke
 
+# The scale-out tests' services (SLURM, PostgreSQL): installed when root with apt (idempotent, a no-op when
+# present); the tests start and stop private instances on 127.0.0.1 and skip, saying why, when they cannot.
 test: setup  # everything, slow end-to-end tests included: what CI runs
+	@bash scripts/services/install.sh
 	$(VENV)/python -m pytest -q
 
 test-fast: setup  # the inner loop: no `slow` (end-to-end) tests

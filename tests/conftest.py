@@ -72,3 +72,133 @@ def lm_project(tmp_path_factory) -> Path:
     write_corpora(root)
     write_tokenizer(root / "data" / "tokenizer")
     return root
+
+
+# ------------------------------------------------------------------ services (scripts/services/*.sh)
+# Session fixtures that install (once, idempotent; root + apt only), start and stop the services of the
+# scale-out tests, all on 127.0.0.1 with state in a private temp folder. A service that cannot be had here
+# skips its tests with a one-line reason.
+
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+SERVICES = Path(__file__).resolve().parents[1] / "scripts" / "services"
+
+
+def _service(name: str, up: str, down: str, tmp_prefix: str, timeout: int = 300):
+    """Install service `name`, start it with `up DIR`; yields DIR; stops it with `down DIR`."""
+    inst = subprocess.run(["bash", str(SERVICES / "install.sh"), name], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+    if inst.returncode != 0:
+        pytest.skip(f"{name}: install.sh failed: {(inst.stderr.strip().splitlines() or ['?'])[-1]}")
+    d = Path(tempfile.mkdtemp(prefix=tmp_prefix))  # under /tmp: reachable by the postgres user as root
+    started = subprocess.run(["bash", str(SERVICES / up), str(d)], capture_output=True, text=True,
+                             timeout=timeout)  # fmt: skip
+    try:
+        if started.returncode != 0:
+            subprocess.run(["bash", str(SERVICES / down), str(d)], capture_output=True, timeout=120)
+            lines = (started.stderr.strip() or inst.stderr.strip() or "no output").splitlines()
+            pytest.skip(f"{name}: cannot start ({lines[0]})")
+        yield d
+    finally:
+        subprocess.run(["bash", str(SERVICES / down), str(d)], capture_output=True, timeout=120)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A one-node SLURM cluster on 127.0.0.1 (slurmctld, slurmd, munge, slurmdbd for sacct); returns the
+    environment its clients need ({'SLURM_CONF': ...})."""
+    for d in _service("slurm", "slurm_up.sh", "slurm_down.sh", "cptlaw-slurm-"):
+        yield {"SLURM_CONF": str(d / "slurm.conf")}
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server on 127.0.0.1 with a password generated for this session; returns its admin URI."""
+    for d in _service("postgres", "pg_up.sh", "pg_down.sh", "cptlaw-pg-"):
+        yield (d / "uri").read_text().strip()
+
+
+@pytest.fixture
+def postgres_uri(postgres_server):
+    """A fresh database on the session's PostgreSQL server for one test, as an MLflow backend-store URI
+    (`postgresql+psycopg2://...`)."""
+    import uuid
+
+    import psycopg2
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = psycopg2.connect(postgres_server)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    conn.close()
+    # SQLAlchemy's plain `postgresql://` means psycopg 3 here; the project pins psycopg2-binary
+    return postgres_server.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://") + "/" + name
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 (served artifacts, one worker) that a test can stop and restart on
+    the same port; always stopped by its process group id."""
+
+    def __init__(self, backend_uri: str, workdir: Path):
+        self.backend_uri, self.workdir, self.port = backend_uri, Path(workdir), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> "MlflowServer":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = open(self.workdir / "server.log", "a")
+        cmd = [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", self.backend_uri,
+               "--artifacts-destination", str(self.workdir / "artifacts"), "--host", "127.0.0.1",
+               "--port", str(self.port), "--workers", "1"]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=2).read()
+                return self
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((self.workdir / "server.log").read_text()[-2000:]) from None
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=20)
+
+
+@pytest.fixture
+def mlflow_server_factory(tmp_path):
+    """`make(backend_uri)` → a started `MlflowServer`; every server made is stopped after the test."""
+    made: list[MlflowServer] = []
+
+    def make(backend_uri: str) -> MlflowServer:
+        server = MlflowServer(backend_uri, tmp_path / f"mlflow-server-{len(made)}")
+        made.append(server)
+        return server.start()
+
+    yield make
+    for server in made:
+        server.stop()

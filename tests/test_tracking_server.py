@@ -1,15 +1,11 @@
-"""A team set-up: a real `mlflow server` (SQLite backend, served artifacts) on 127.0.0.1; a smoke CPT run
-tracked over HTTP and read back through the REST API. The server is stopped by its PID."""
+"""A team set-up: a real `mlflow server` (SQLite or PostgreSQL backend, served artifacts) on 127.0.0.1; a
+smoke CPT run tracked over HTTP and read back through the REST API. Servers are stopped by their PID."""
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -18,12 +14,6 @@ from cptlaw.config import CONF_DIR
 from tests.helpers.cpt_project import overrides
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, payload: dict | None = None) -> dict:
@@ -36,36 +26,14 @@ def _get(url: str, payload: dict | None = None) -> dict:
         return json.loads(resp.read() or b"{}")
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = _free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(
-        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(url + "/health", timeout=2).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((tmp_path / "server.log").read_text()[-2000:]) from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def mlflow_server(request, tmp_path, mlflow_server_factory):
+    """`mlflow server` on 127.0.0.1 with a SQLite or a PostgreSQL backend store (served artifacts)."""
+    if request.param == "sqlite":
+        backend = f"sqlite:///{tmp_path}/server.db"
+    else:
+        backend = request.getfixturevalue("postgres_uri")
+    return mlflow_server_factory(backend).url
 
 
 def test_cpt_run_tracked_on_http_server(cpt_project, mlflow_server, monkeypatch):

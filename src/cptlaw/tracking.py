@@ -28,6 +28,7 @@ CONFIG_HASH_TAG = "cptlaw.config_hash"
 STAGE_TAG = "cptlaw.stage"
 HOST_TAG, PID_TAG, PID_START_TAG = "cptlaw.host", "cptlaw.pid", "cptlaw.pid_start"
 KILLED_TAG = "cptlaw.killed_reason"
+SLURM_TAG = "cptlaw.slurm_job"
 _LAUNCHER_USED: list[str] = []  # the `mlflow run` launcher's run, once this process has used it
 _CONFIGURED: list[
     str
@@ -111,7 +112,11 @@ def _pid_start(pid: int) -> str:
 def process_tags() -> dict[str, str]:
     """Host, pid and pid start time of this process: lets a later run tell whether a RUNNING run is orphaned."""
     pid = os.getpid()
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), PID_START_TAG: _pid_start(pid)}
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), PID_START_TAG: _pid_start(pid)}
+    if os.environ.get("SLURM_JOB_ID"):  # a SLURM task: its array id (`scancel`, `sacct`) or its job id
+        array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        tags[SLURM_TAG] = f"{array}_{task}" if array and task else os.environ["SLURM_JOB_ID"]
+    return tags
 
 
 def _process_alive(pid: int, start: str) -> bool:
@@ -238,8 +243,20 @@ def log_params(params: Mapping[str, Any]) -> None:
     mlflow.log_params({k: ("" if v is None else v) for k, v in params.items()})
 
 
-def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+def log_metrics(metrics: Mapping[str, float], step: int | None = None, run_id: str | None = None) -> None:
+    """Log into the active run, or into run `run_id` by id (from a process that has no active run, e.g. a
+    spawned DDP worker: `mlflow.log_metrics` there would open a second run)."""
+    if run_id is None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        return
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    MlflowClient().log_batch(
+        run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+    )
 
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:

@@ -20,6 +20,7 @@ log-tokens early in CPT. Runs with r < 1 see fewer domain tokens in the window; 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 
 from cptlaw.config import to_dict as cfg_dict
+from cptlaw.errors import ModelError
 from cptlaw.lm.datamodule import CPTDataModule
 from cptlaw.lm.module import CausalLMModule, mean_token_loss
 
@@ -80,6 +82,10 @@ class CPTResult:
         return self.n_tokens / max(self.train_seconds, 1e-9)
 
 
+def _ignore(point: CurvePoint) -> None:
+    """The default `on_point` (a module-level function: a spawned DDP run pickles the callbacks)."""
+
+
 @dataclass
 class EvalCallback(L.Callback):
     """Evaluates both test sets at step 0 and whenever tokens seen reach the next planned point."""
@@ -87,10 +93,11 @@ class EvalCallback(L.Callback):
     domain_batches: list[torch.Tensor]
     general_batches: list[torch.Tensor]
     points: list[int]
-    on_point: Callable[[CurvePoint], None] = lambda p: None
+    on_point: Callable[[CurvePoint], None] = _ignore
     log_train_loss: Callable[[float, int], None] | None = None
     log_every_n_steps: int = 10
     fail_after_first: bool = False
+    world: int = 1  # processes sharing each step (DDP): tokens seen count every process's rows
     curve: list[CurvePoint] = field(default_factory=list)
     tokens: int = 0
     steps: int = 0
@@ -110,26 +117,68 @@ class EvalCallback(L.Callback):
         self.curve.append(point)
         self.on_point(point)
 
+    # Under DDP every process holds the same weights: only global rank 0 evaluates and logs (the others wait
+    # at the next gradient all-reduce), so a run has one curve and one set of metrics, never one per process.
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if not self.curve and self.domain_batches:  # no test sets: count tokens only (benchmarks)
+        if trainer.is_global_zero and not self.curve and self.domain_batches:  # no test sets: benchmarks
             self._evaluate(module)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        self.tokens += int(batch.shape[0] * (batch.shape[1] - 1))
+        self.tokens += int(batch.shape[0] * (batch.shape[1] - 1)) * self.world
         self.steps += 1
         if self.log_train_loss is not None and self.steps % self.log_every_n_steps == 0:
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-            self.log_train_loss(float(loss), self.tokens)
+            if self.world > 1:  # the mean over processes (every process reaches this line at this step)
+                loss = trainer.strategy.reduce(loss.detach(), reduce_op="mean")
+            if trainer.is_global_zero:
+                self.log_train_loss(float(loss), self.tokens)
         if self.points and self.tokens >= self.points[0]:
             while self.points and self.tokens >= self.points[0]:
                 self.points.pop(0)
-            self._evaluate(module)
+            if trainer.is_global_zero:
+                self._evaluate(module)
             if self.fail_after_first:
                 raise InjectedFailure("injected failure (cpt.fail_job) after the first evaluation")
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
         if self.curve and self.curve[-1].tokens != self.tokens:
             self._evaluate(module)
+        # A spawned DDP run hands `callback_metrics` (tensors) back to the launching process, nothing else.
+        rows = [[p.tokens, p.domain_loss, p.general_loss] for p in self.curve]
+        trainer.callback_metrics[CURVE_KEY] = torch.tensor(rows, dtype=torch.float64)
+        trainer.callback_metrics[EVAL_SECONDS_KEY] = torch.tensor(self.eval_seconds, dtype=torch.float64)
+
+    def recover(self, trainer: L.Trainer) -> None:
+        """After `fit`: the curve from the callback metrics when training ran in spawned processes."""
+        if self.curve or CURVE_KEY not in trainer.callback_metrics:
+            return
+        rows = trainer.callback_metrics[CURVE_KEY].tolist()
+        self.curve = [CurvePoint(int(t), float(d), float(g)) for t, d, g in rows]
+        self.eval_seconds = float(trainer.callback_metrics[EVAL_SECONDS_KEY])
+        self.tokens = self.curve[-1].tokens if self.curve else 0
+
+
+CURVE_KEY, EVAL_SECONDS_KEY = "cptlaw_curve", "cptlaw_eval_seconds"
+
+
+def ddp_world(trainer_kwargs: dict) -> int:
+    """Processes that share each optimizer step: `devices` under a DDP strategy, else 1."""
+    strategy, devices = str(trainer_kwargs.get("strategy", "auto")), trainer_kwargs.get("devices", 1)
+    if "ddp" not in strategy or not str(devices).isdigit():
+        return 1
+    return int(devices)
+
+
+def ddp_trainer_kwargs(trainer_kwargs: dict) -> dict:
+    """`devices > 1` on CPU without a strategy means DDP in spawned processes (`ddp_spawn`): the launching
+    process keeps the MLflow run; the workers log into it by id."""
+    kwargs = dict(trainer_kwargs)
+    devices = kwargs.get("devices", 1)
+    if str(devices).isdigit() and int(devices) > 1 and str(kwargs.get("strategy", "auto")) == "auto":
+        kwargs["strategy"] = "ddp_spawn"
+    return kwargs
 
 
 def train_cpt(
@@ -143,7 +192,7 @@ def train_cpt(
     n_points: int,
     probe_tokens: int,
     trainer_kwargs: dict,
-    on_point: Callable[[CurvePoint], None] = lambda p: None,
+    on_point: Callable[[CurvePoint], None] = _ignore,
     log_train_loss: Callable[[float, int], None] | None = None,
     log_every_n_steps: int = 10,
     fail_after_first: bool = False,
@@ -151,13 +200,24 @@ def train_cpt(
     """Train `model` on `data` for its whole mixture (one epoch of the fixed order) and evaluate along the way."""
     mixture = data.data.mixture
     seq_len, n_tokens = mixture.seq_len, mixture.n_tokens
-    tokens_per_step = data.batch_size * seq_len
-    max_steps = math.ceil(len(mixture.train) / data.batch_size)
+    trainer_kwargs = ddp_trainer_kwargs(trainer_kwargs)
+    world = ddp_world(trainer_kwargs)
+    global_batch = data.batch_size
+    if world > 1:
+        # The same global batch as one process: each of the `world` processes takes batch_size / world rows
+        # of every step (DistributedSampler, no shuffling: rank k gets rows k, k + world, ... of the order).
+        if global_batch % world:
+            raise ModelError(
+                f"cpt.batch_size={global_batch} must be a multiple of cpt.trainer.devices={world}"
+            )
+        data.batch_size = global_batch // world
+    tokens_per_step = global_batch * seq_len
+    max_steps = math.ceil(len(mixture.train) / global_batch)
     points = eval_points(n_tokens, n_points, probe_tokens, tokens_per_step)
     probe_at = points[0]
     callback = EvalCallback(
         data.eval_batches("domain"), data.eval_batches("general"), list(points), on_point,
-        log_train_loss, max(1, log_every_n_steps), fail_after_first,
+        log_train_loss, max(1, log_every_n_steps), fail_after_first, world,
     )  # fmt: skip
     module = CausalLMModule(
         model, lr=lr, min_lr=min_lr, warmup_steps=warmup_steps, max_steps=max_steps, weight_decay=weight_decay
@@ -170,11 +230,16 @@ def train_cpt(
         enable_checkpointing=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
+        use_distributed_sampler=False,  # DDP: the data module's own unshuffled sampler (fixed order)
         **trainer_kwargs,
     )
     model.train()  # base models are loaded in eval mode; Lightning keeps module modes as it finds them
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=data)
+    try:
+        trainer.fit(module, datamodule=data)
+    finally:
+        data.batch_size = global_batch
+    callback.recover(trainer)
     seconds = time.perf_counter() - t0 - callback.eval_seconds
     curve = callback.curve
     k1 = curve[0].domain_loss
@@ -268,8 +333,22 @@ def _tags(cfg: Any, p: Any, mixture: Any) -> dict[str, str]:
     return tags
 
 
-def _train(cfg: Any, p: Any, model: Any, data: Any, fail_after_first: bool) -> CPTResult:
+def _log_point(run_id: str, pt: CurvePoint) -> None:
     from cptlaw import tracking
+
+    tracking.log_metrics({"domain_loss": pt.domain_loss, "general_loss": pt.general_loss}, step=pt.tokens,
+                         run_id=run_id)  # fmt: skip
+
+
+def _log_train_loss(run_id: str, loss: float, tokens: int) -> None:
+    from cptlaw import tracking
+
+    tracking.log_metrics({"train_loss": loss}, step=tokens, run_id=run_id)
+
+
+def _train(cfg: Any, p: Any, model: Any, data: Any, fail_after_first: bool, run_id: str) -> CPTResult:
+    """Train with evaluations logged into run `run_id` by id: under `ddp_spawn` they are logged from a worker
+    process, which must not open a run of its own."""
 
     c = cfg.cpt
     trainer_kwargs = dict(cfg_dict(c.trainer)) | {"log_every_n_steps": int(c.log_every_n_steps)}
@@ -277,10 +356,8 @@ def _train(cfg: Any, p: Any, model: Any, data: Any, fail_after_first: bool) -> C
         model, data, lr=p.lr, min_lr=p.lr * float(c.min_lr_ratio), warmup_steps=int(c.warmup_steps),
         weight_decay=float(c.weight_decay), n_points=int(c.eval_points), probe_tokens=int(c.probe_tokens),
         trainer_kwargs=trainer_kwargs,
-        on_point=lambda pt: tracking.log_metrics(
-            {"domain_loss": pt.domain_loss, "general_loss": pt.general_loss}, step=pt.tokens
-        ),
-        log_train_loss=lambda loss, tokens: tracking.log_metrics({"train_loss": loss}, step=tokens),
+        on_point=functools.partial(_log_point, run_id),
+        log_train_loss=functools.partial(_log_train_loss, run_id),
         log_every_n_steps=int(c.log_every_n_steps), fail_after_first=fail_after_first,
     )  # fmt: skip
 
@@ -304,7 +381,7 @@ def train_cell(cfg: Any, p: Any, *, fail_after_first: bool = False) -> dict[str,
     from cptlaw.lm.trainer import check_trainer
 
     c, start = cfg.cpt, time.perf_counter()
-    check_trainer(cfg_dict(c.trainer), "cpt.trainer")
+    check_trainer(ddp_trainer_kwargs(cfg_dict(c.trainer)), "cpt.trainer")
     model, data, regime, prep_seconds = _load(cfg, p)
     mixture, n_params = data.data.mixture, non_embedding_params(model)
     print(f"[cpt] {p.experiment}: base {p.base_id} (N={n_params:,}), regime {regime.name}, r={c.r}, "
@@ -318,7 +395,7 @@ def train_cell(cfg: Any, p: Any, *, fail_after_first: bool = False) -> dict[str,
         tracking.log_dataset(Path(cfg.paths.corpora) / str(c.domain), f"{c.domain}:{regime.name}:r={float(c.r):g}",
                              p.data_version)  # fmt: skip
         tracking.log_metrics(_data_metrics(c, regime, mixture, n_params, prep_seconds))
-        result = _train(cfg, p, model, data, fail_after_first)
+        result = _train(cfg, p, model, data, fail_after_first, active.info.run_id)
         metrics = _final_metrics(result, start)
         tracking.log_metrics(metrics)
         tracking.log_figure(plot_curves(result.curve, run_name), "loss_curve.png")

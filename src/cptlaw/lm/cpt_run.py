@@ -54,6 +54,12 @@ def _check_settings(c: DictConfig) -> None:
         raise CPTConfigError(f"`cpt.lr_factor` must be in (0, 1] (re-warming bump), got {c.lr_factor}")
     if not 0.0 <= float(c.min_lr_ratio) <= 1.0:
         raise CPTConfigError(f"`cpt.min_lr_ratio` must be in [0, 1], got {c.min_lr_ratio}")
+    devices = c.trainer.get("devices", 1)
+    if str(devices).isdigit() and int(devices) > 1 and int(c.batch_size) % int(devices):
+        raise CPTConfigError(
+            f"`cpt.batch_size` ({c.batch_size}) must be a multiple of `cpt.trainer.devices` ({devices}): "
+            f"each DDP process takes batch_size / devices rows of every step"
+        )
 
 
 def _input_files(cfg: DictConfig, regime: Any, base_id: str) -> tuple[list[Path], Path | None]:

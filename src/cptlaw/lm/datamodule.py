@@ -116,6 +116,12 @@ class CPTDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         train = PackedDataset(self.data.mixture.train)
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # DDP: process k takes rows k, k + world, ... of the fixed order (no shuffling), so the processes'
+            # batches of a step together are the rows one process would take (batch_size = global / world).
+            sampler = torch.utils.data.DistributedSampler(train, shuffle=False, drop_last=False)
+            return torch.utils.data.DataLoader(train, batch_size=self.batch_size, sampler=sampler)
         return torch.utils.data.DataLoader(train, batch_size=self.batch_size, shuffle=False)
 
     def eval_batches(self, which: str) -> list[torch.Tensor]:

@@ -1,0 +1,136 @@
+"""SLURM for real: a one-node cluster on 127.0.0.1 (slurmctld, slurmd, munge, slurmdbd; tests/conftest.py
+`slurm_cluster`). `hydra/launcher=slurm` (hydra-submitit-launcher) runs a smoke D-CPT sweep as one array job,
+every task lands in MLflow and the fit stage fits from the runs; a task SIGKILLed mid-run and a re-submitted
+sweep: only the missing cell runs, no duplicate, no FINISHED run lost, the orphan marked KILLED."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers.cpt_project import overrides
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+
+# the test cluster's node: 2 CPUs, no GPU; one CPU and 1 GB per task, 2 tasks at once
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1",
+         "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=15", "hydra.launcher.array_parallelism=2",
+         "threads=1"]  # fmt: skip
+
+
+def _env(root, slurm_cluster):
+    env = {**os.environ, "CPTLAW_ROOT": str(root), **slurm_cluster}
+    env.pop("CPTLAW_PARENT_RUN_ID", None)
+    return env
+
+
+def _sweep_args(root, tmp_path, name, n_tokens="[640,1280]", ratios="[0.5,1.0]"):
+    grid = [
+        "+sweep=dcpt_grid", "cpt.sweeps.dcpt_grid.domains=[medical]", "cpt.sweeps.dcpt_grid.bases=[xs]",
+        f"cpt.sweeps.dcpt_grid.ratios={ratios}", f"cpt.sweeps.dcpt_grid.n_tokens={n_tokens}",
+    ]  # fmt: skip
+    return [sys.executable, "-m", "cptlaw.stages.cpt", "-m", *overrides(root, n_tokens=None), *grid, *SLURM,
+            f"hydra.sweep.dir={tmp_path}/{name}", f"paths.reports={tmp_path}/reports"]  # fmt: skip
+
+
+def _runs(status=None):
+    from cptlaw import tracking
+
+    df = tracking.runs_frame(["dcpt-medical"], finished_only=False)
+    df = df[df["tags.cptlaw.stage"] == "cpt"] if len(df) else df
+    return df if status is None or not len(df) else df[df["status"] == status]
+
+
+def _sacct(slurm_cluster) -> list[list[str]]:
+    out = subprocess.run(["sacct", "-X", "-n", "--parsable2", "-o", "JobID,JobName,State"], capture_output=True,
+                         text=True, env={**os.environ, **slurm_cluster}, timeout=30, check=True).stdout  # fmt: skip
+    return [line.split("|") for line in out.splitlines() if line]
+
+
+def _wait_queue_empty(slurm_cluster, timeout=180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        q = subprocess.run(
+            ["squeue", "-h"], capture_output=True, text=True, env={**os.environ, **slurm_cluster}
+        )
+        if q.returncode == 0 and not q.stdout.strip():
+            return
+        time.sleep(1)
+    raise AssertionError(f"SLURM queue not empty after {timeout}s")
+
+
+def test_slurm_array_sweep_lands_in_mlflow_and_fits(cpt_project, mlflow_uri, tmp_path, slurm_cluster):
+    from cptlaw import tracking
+
+    before = {j[0] for j in _sacct(slurm_cluster)}
+    proc = subprocess.run(_sweep_args(cpt_project, tmp_path, "s"), env=_env(cpt_project, slurm_cluster),
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _wait_queue_empty(slurm_cluster)  # a task's result file can appear while SLURM still says RUNNING
+    jobs = [j for j in _sacct(slurm_cluster) if j[0] not in before]
+    array = {j[0].split("_")[0] for j in jobs}
+    assert len(array) == 1 and len(jobs) == 4 and {j[2] for j in jobs} == {"COMPLETED"}, jobs  # one array job
+    tracking.configure(mlflow_uri)
+    done = _runs("FINISHED")
+    assert len(done) == 4 and done["params.config_hash"].nunique() == 4 and len(_runs()) == 4
+    assert set(done["tags.cptlaw.slurm_job"]) == {f"{next(iter(array))}_{k}" for k in range(4)}
+    summary = json.loads((tmp_path / "reports" / "sweeps" / "dcpt_grid.json").read_text())
+    assert summary["n_finished"] == 4
+
+    fit = subprocess.run(
+        [sys.executable, "-m", "cptlaw.stages.fit", f"paths.root={cpt_project}", "profile=smoke", "domains=[medical]",
+         f"paths.reports={tmp_path}/reports", "fit.bootstrap=0", "fit.n_starts=8", "fit.plots=false",
+         f"hydra.run.dir={tmp_path}/fit"],
+        env=_env(cpt_project, slurm_cluster), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    fits = json.loads((tmp_path / "reports" / "fits.json").read_text())
+    assert "domain_medical" in json.dumps(fits), list(fits)
+
+
+def test_sigkilled_array_task_resubmitted_runs_only_the_missing_cell(
+    cpt_project, mlflow_uri, tmp_path, slurm_cluster
+):
+    from cptlaw import tracking
+
+    env = _env(cpt_project, slurm_cluster)
+    # 2 x 2 cells; the two D = 40,000 cells take ~30 s each, the other two a few seconds
+    args = _sweep_args(cpt_project, tmp_path, "a", n_tokens="[640,40000]")
+    first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tracking.configure(mlflow_uri)
+    victim, deadline = None, time.monotonic() + 300
+    while victim is None and time.monotonic() < deadline:  # a long cell that is training (has evaluations)
+        df = _runs("RUNNING")
+        if len(df) and "metrics.domain_loss" in df:
+            df = df[(df["params.n_tokens"] == "40000") & df["metrics.domain_loss"].notna()]
+            victim = df.iloc[0] if len(df) else None
+        assert first.poll() is None or victim is not None, first.stdout.read()[-3000:]
+        time.sleep(0.5)
+    assert victim is not None, "no long cell started training"
+    # SIGKILL the task's training process (what the OOM killer or a node failure does); `scancel -s KILL`
+    # would send SIGTERM first, which lets the run end itself FAILED
+    assert victim["tags.cptlaw.slurm_job"].count("_") == 1
+    os.kill(int(victim["tags.cptlaw.pid"]), signal.SIGKILL)
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode != 0, out[-2000:]  # the launcher reports the failed task
+    _wait_queue_empty(slurm_cluster)
+    finished_before = set(_runs("FINISHED").run_id)
+    assert (
+        len(finished_before) == 3 and tracking.MlflowClient().get_run(victim.run_id).info.status == "RUNNING"
+    )
+
+    again = subprocess.run(_sweep_args(cpt_project, tmp_path, "b", n_tokens="[640,40000]"), env=env,
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    done = _runs("FINISHED")
+    assert len(done) == 4 and done["params.config_hash"].nunique() == 4  # each cell once
+    assert finished_before <= set(done.run_id)  # nothing finished was lost or redone
+    killed = tracking.MlflowClient().get_run(victim.run_id)
+    assert killed.info.status == "KILLED" and "killed" in killed.data.tags[tracking.KILLED_TAG]
+    assert len(_runs()) == 5  # 4 FINISHED + the orphan, nothing else
+    summary = json.loads((tmp_path / "reports" / "sweeps" / "dcpt_grid.json").read_text())
+    assert summary["n_finished"] == 1 and summary["n_skipped"] == 3, summary
