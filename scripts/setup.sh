@@ -16,6 +16,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 # DVC needs a git repository with a commit (dvc exp); a source tarball gets one here.
-if [ ! -d .git ]; then git init -q && git add -A && git -c user.name=cptlaw -c user.email=cptlaw@localhost commit -qm "initial"; fi
+if [ ! -e .git ]; then git init -q && git add -A && git -c user.name=cptlaw -c user.email=cptlaw@localhost commit -qm "initial"; fi
 if [ ! -d .dvc ]; then .venv/bin/dvc init -q; fi
 .venv/bin/dvc config core.analytics false >/dev/null 2>&1 || true
