@@ -49,4 +49,16 @@ def lm_project(tmp_path_factory):
     root = tmp_path_factory.mktemp("lm_project")
     write_corpora(root)
     write_tokenizer(root / "data" / "tokenizer")
+    write_tokens(root)
     return root
+
+
+def write_tokens(root) -> None:
+    """The token stores of every corpus split under `root` with `data/tokenizer` (what the tokenize stage writes)."""
+    from cptlaw.data.token_store import tokenize_corpora
+    from cptlaw.data.tokenizer import load_tokenizer
+
+    corpora = root / "data" / "corpora"
+    domains = sorted(d.name for d in corpora.iterdir() if d.is_dir())
+    tokenize_corpora(corpora, root / "data" / "tokens", load_tokenizer(root / "data" / "tokenizer"), domains,
+                     ["train", "val", "test"], shard_docs=1000, workers=1, progress=False)  # fmt: skip
