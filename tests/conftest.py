@@ -66,11 +66,12 @@ def cpt_project(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def lm_project(tmp_path_factory) -> Path:
     """A project root with data/corpora/{general,medical,code} and data/tokenizer (read-only for tests)."""
-    from tests.helpers.lm_project import write_corpora, write_tokenizer
+    from tests.helpers.lm_project import write_corpora, write_tokenizer, write_tokens
 
     root = tmp_path_factory.mktemp("lm_project")
     write_corpora(root)
     write_tokenizer(root / "data" / "tokenizer")
+    write_tokens(root)
     return root
 
 

@@ -31,6 +31,11 @@ class TokenizerError(BadInput, RuntimeError):
     """The tokenizer cannot be trained or loaded; one-line message naming the key or path."""
 
 
+class StoreError(BadInput, RuntimeError):
+    """A token store is missing, truncated, built with another tokenizer or out of date with its corpus;
+    one line naming the store and the stage to re-run."""
+
+
 class SubsetError(BadInput, ValueError):
     """A regime or score file cannot be used; the message is one line naming the key or file."""
 

@@ -48,6 +48,11 @@ def corpus_split(cfg: Any, domain: str, split: str) -> Path:
     return Path(cfg.paths.corpora) / str(domain) / f"{split}.parquet"
 
 
+def token_store(cfg: Any, domain: str, split: str) -> Path:
+    """`data/tokens/<domain>/<split>/`: one split as a memory-mapped token store (stage `tokenize`)."""
+    return Path(cfg.paths.tokens) / str(domain) / str(split)
+
+
 def score_file(cfg: Any, domain: str, base: str) -> Path:
     """`data/scores/<domain>/<base>.parquet`: per-sample perplexity under base model `base` (stage `score`)."""
     return Path(cfg.paths.scores) / str(domain) / f"{base}.parquet"

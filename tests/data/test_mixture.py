@@ -6,6 +6,7 @@ import pytest
 
 from cptlaw.data.corpora import read_split
 from cptlaw.data.mixture import MixtureError, build_mixture, eval_rows, interleave
+from cptlaw.data.token_store import open_store
 from cptlaw.errors import CorpusError
 from tests.helpers.cpt_project import SEQ_LEN, WORDS, make_tokenizer
 
@@ -23,11 +24,15 @@ def _domain_ids(tok):
     return {tok.convert_tokens_to_ids(w) for w in WORDS["medical"]}
 
 
+def _store(root, domain, split="train"):
+    return open_store(root / "data" / "tokens" / domain / split)
+
+
 def _build(root, tok, **kw):
-    dom = _texts(root, "medical")
+    dom = _store(root, "medical")
     args = dict(
-        domain_texts=dom, domain_pos=np.arange(len(dom)), domain_ppl=np.linspace(2, 20, len(dom)),
-        general_texts=_texts(root, "general"), tokenizer=tok, n_tokens=1600, r=0.3, seq_len=SEQ_LEN, seed=0,
+        domain_store=dom, domain_pos=np.arange(dom.n_docs), domain_ppl=np.linspace(2, 20, dom.n_docs),
+        general_store=_store(root, "general"), n_tokens=1600, r=0.3, seq_len=SEQ_LEN, seed=0,
     )  # fmt: skip
     args.update(kw)
     return build_mixture(**args)
@@ -42,10 +47,10 @@ def test_domain_share_exact_within_one_sequence(cpt_project, tok, r):
     assert mix.domain_tokens + mix.general_tokens == n_tokens
     # from the tokens themselves: every row is purely domain or purely general text
     dom_ids, eos = _domain_ids(tok), tok.eos_token_id
-    is_dom = np.array([any(t in dom_ids for t in row if t != eos) for row in mix.train])
+    is_dom = np.array([any(t in dom_ids for t in row if t != eos) for row in mix.rows()])
     mixed = [
         row
-        for row in mix.train
+        for row in mix.rows()
         if any(t in dom_ids for t in row) and any(t not in dom_ids | {eos} for t in row)
     ]
     assert not mixed
@@ -58,14 +63,14 @@ def test_domain_share_exact_within_one_sequence(cpt_project, tok, r):
 
 def test_deterministic_from_seed(cpt_project, tok):
     a, b, c = (_build(cpt_project, tok, seed=s) for s in (0, 0, 1))
-    assert (a.train == b.train).all()
-    assert not (a.train == c.train).all()
+    assert (a.rows() == b.rows()).all()
+    assert not (a.rows() == c.rows()).all()
 
 
 def test_general_stream_does_not_depend_on_r(cpt_project, tok):
     a, b = _build(cpt_project, tok, r=0.2), _build(cpt_project, tok, r=0.6)
     n = min((~a.is_domain).sum(), (~b.is_domain).sum())
-    assert (a.train[~a.is_domain][:n] == b.train[~b.is_domain][:n]).all()
+    assert (a.rows()[~a.is_domain][:n] == b.rows()[~b.is_domain][:n]).all()
 
 
 def test_stats_are_of_the_documents_trained_on(cpt_project, tok):
@@ -85,10 +90,10 @@ def test_short_data_repeats_with_warning_or_errors(cpt_project, tok):
 
 
 def test_eval_rows_fixed_and_capped(cpt_project, tok):
-    texts = _texts(cpt_project, "medical", "test")
-    a = eval_rows(texts, tok, SEQ_LEN, 4, what="t")
-    assert a.shape == (4, SEQ_LEN + 1) and (a == eval_rows(texts, tok, SEQ_LEN, 4, what="t")).all()
-    assert len(eval_rows(texts, tok, SEQ_LEN, 10_000, what="t")) < 10_000  # a small split: all of it
+    store = _store(cpt_project, "medical", "test")
+    a = eval_rows(store, SEQ_LEN, 4, what="t")
+    assert a.shape == (4, SEQ_LEN + 1) and (a == eval_rows(store, SEQ_LEN, 4, what="t")).all()
+    assert len(eval_rows(store, SEQ_LEN, 10_000, what="t")) < 10_000  # a small split: all of it
 
 
 def test_interleave_counts():

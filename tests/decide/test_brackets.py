@@ -16,7 +16,9 @@ def _runs(shares, general, domain, n=1e5, ds=(1e4, 3e4, 1e5)) -> pd.DataFrame:
 
 def test_usage1_bracket_and_a_contradicted_law_answer():
     lg0 = 3.0
-    rows = _runs([0.0, 0.2, 0.5, 0.8, 1.0], lambda r, d: lg0 * (1 + 0.06 * r), lambda r, d: 4.0)  # rise 6% at r=1
+    rows = _runs(
+        [0.0, 0.2, 0.5, 0.8, 1.0], lambda r, d: lg0 * (1 + 0.06 * r), lambda r, d: 4.0
+    )  # rise 6% at r=1
     runs = usage1_bracket(rows, 1e5, 1e5, lg0, 0.03)
     assert runs["bracketed"] and runs["bracket"] == [0.5, 0.8]  # 3% is crossed between r = 0.5 and 0.8
     assert verdict(0.6, runs)["agrees"] is True

@@ -66,7 +66,18 @@ def write_base(root: Path, name: str = "xs", final_lr: float = 3e-3) -> Path:
     tokenizer.save_pretrained(out)
     (out / "cptlaw.json").write_text(json.dumps({"size": name, "seq_len": SEQ_LEN, "final_lr": final_lr}))
     tokenizer.save_pretrained(root / "data" / "tokenizer")
+    write_tokens(root, tokenizer)
     return out
+
+
+def write_tokens(root: Path, tokenizer=None) -> None:
+    """The token stores of every corpus split under `root` (what the tokenize stage writes)."""
+    from cptlaw.data.token_store import tokenize_corpora
+
+    corpora = root / "data" / "corpora"
+    domains = sorted(d.name for d in corpora.iterdir() if d.is_dir())
+    tokenize_corpora(corpora, root / "data" / "tokens", tokenizer or make_tokenizer(), domains,
+                     ["train", "val", "test"], shard_docs=1000, workers=1, progress=False)  # fmt: skip
 
 
 def write_scores(root: Path, domain: str = "medical", base: str = "xs") -> Path:

@@ -65,3 +65,14 @@ def pretrain_cfg(root, overrides=()):
     """The smoke config with two tiny sizes `a`, `b` pre-trained on the fixture project at `root`."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=["profile=smoke", f"paths.root={root}", *TINY, *overrides])
+
+
+def write_tokens(root) -> None:
+    """The token stores of every corpus split under `root` with `data/tokenizer` (what the tokenize stage writes)."""
+    from cptlaw.data.token_store import tokenize_corpora
+    from cptlaw.data.tokenizer import load_tokenizer
+
+    corpora = root / "data" / "corpora"
+    domains = sorted(d.name for d in corpora.iterdir() if d.is_dir())
+    tokenize_corpora(corpora, root / "data" / "tokens", load_tokenizer(root / "data" / "tokenizer"), domains,
+                     ["train", "val", "test"], shard_docs=1000, workers=1, progress=False)  # fmt: skip

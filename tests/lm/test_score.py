@@ -13,6 +13,8 @@ from hydra import compose, initialize_config_dir
 
 from cptlaw.config import CONF_DIR
 from cptlaw.data.landscape import aggregate, per_sample_ppl, ppl_stats
+from cptlaw.data.token_store import open_store
+from cptlaw.errors import StoreError
 from cptlaw.lm.model import ModelError, build_model, load_causal_lm
 from cptlaw.lm.score import (
     prefix_token_id,
@@ -279,7 +281,8 @@ def test_interrupted_then_resumed_is_identical(project, monkeypatch):
 
     tok = load_tokenizer(project / "models" / "base" / "a")
     model = load_causal_lm(project / "models" / "base" / "a")
-    frame = pd.read_parquet(project / "data" / "corpora" / "medical" / "train.parquet")
+    store = open_store(project / "data" / "tokens" / "medical" / "train")
+    frame = pool.Pool(store.ids(), store)
     kw = dict(model_dir=project / "models" / "base" / "a", prefix_id=tok.eos_token_id, max_length=16, stride=8,
               batch_tokens=256, shard_size=25)  # fmt: skip
     pool.score_pool(model, tok, frame, project / "full.parquet", **kw)
@@ -326,6 +329,15 @@ def test_bad_inputs(project, mlflow_uri):
     pd.DataFrame({"id": [], "source": [], "text": []}).astype(str).to_parquet(
         project / "data" / "corpora" / "code" / "train.parquet"
     )
+    with pytest.raises(
+        StoreError, match=r"^token store .*code/train is out of date with its corpus .*tokenize stage"
+    ):
+        run(compose_cfg(project))
+    from cptlaw.data.token_store import tokenize_corpora
+    from cptlaw.lm.base import load_tokenizer
+
+    tokenize_corpora(project / "data" / "corpora", project / "data" / "tokens", load_tokenizer(project / "data" / "tokenizer"),
+                     ["code"], ["train"], shard_docs=100, workers=1, progress=False)  # fmt: skip
     with pytest.raises(ModelError, match="empty"):
         run(compose_cfg(project))
     with pytest.raises(ModelError, match=r"^score.trainer .* cannot run on this machine.*accelerator=cpu"):

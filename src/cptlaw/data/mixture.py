@@ -15,82 +15,31 @@ records as the tag `cptlaw.warning`); `"error"` raises `MixtureError` before any
 
 Test sets are fixed: the first `max_sequences` packed rows of each test split in file order, whatever the
 seed, so every run of a study is evaluated on the same tokens.
+
+Everything is index arithmetic over the token stores (`cptlaw.data.token_store`): a regime selects document
+positions, each stream is a `packing.DocStream` over a seeded order of them, and row i of the run is
+looked up (`Mixture.source`) and cut from the memory map when the data loader asks for it. Nothing is
+tokenized and no training array exists: memory is the selected documents' order and offsets, whatever D.
+The rows are the same as packing the tokenized documents in that order would give (tested).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from cptlaw.data import corpora
-from cptlaw.data.packing import encode_documents, pack
+from cptlaw.data.packing import DocStream
 from cptlaw.data.subsets import PplStats, Regime, check_aligned, ppl_stats, read_scores, select
+from cptlaw.data.token_store import TokenStore, open_store
 from cptlaw.errors import MixtureError
 
 
-@dataclass
-class Stream:
-    """Packed rows of one source, the positions of the documents they use, and epochs over the source."""
-
-    rows: np.ndarray
-    used: np.ndarray
-    epochs: float
-
-
-def take_sequences(
-    texts: Sequence[str],
-    order: np.ndarray,
-    tokenizer: Any,
-    n_seq: int,
-    seq_len: int,
-    *,
-    rng: np.random.Generator,
-    on_short_data: str,
-    what: str,
-    chunk: int = 64,
-) -> Stream:
-    """The first `n_seq` packed rows of the documents `texts[order]`, encoding only as many as needed."""
-    width = seq_len + 1
-    if n_seq <= 0:
-        return Stream(np.zeros((0, width), np.int32), np.zeros(0, np.int64), 0.0)
-    need = n_seq * width
-    cache: dict[int, np.ndarray] = {}
-    arrays: list[np.ndarray] = []
-    used: list[int] = []
-    total, epoch, start = 0, 0, 0
-    while total < need:
-        if start >= len(order):  # one pass over the source is done
-            available = sum(len(a) for a in cache.values())
-            if on_short_data != "repeat" or available == 0:
-                raise MixtureError(
-                    f"{what} needs {need} tokens but holds {available} ({len(order)} documents): lower "
-                    f"`cpt.n_tokens` or `cpt.r`, or set `cpt.on_short_data=repeat`"
-                )
-            order, start, epoch = rng.permutation(order), 0, epoch + 1
-        batch = [int(p) for p in order[start : start + chunk]]
-        todo = [p for p in batch if p not in cache]
-        for p, ids in zip(todo, encode_documents([texts[p] for p in todo], tokenizer), strict=True):
-            cache[p] = ids
-        for p in batch:
-            if total >= need:
-                break
-            arrays.append(cache[p])
-            total += len(cache[p])
-            if epoch == 0:
-                used.append(p)
-        start += chunk
-    rows = pack(arrays, seq_len)[:n_seq]
-    # passes over the source: the fraction of its documents used, or tokens needed / tokens held if repeated
-    epochs = len(used) / len(order) if epoch == 0 else need / sum(len(a) for a in cache.values())
-    return Stream(rows, np.asarray(used, np.int64), float(epochs))
-
-
 def interleave(n_domain: int, n_general: int) -> np.ndarray:
-    """Boolean `is_domain` per row: the two streams spread evenly (each row at its fractional position)."""
+    """Boolean `is_domain` per row: the two streams spread evenly (each row at its fractional position
+    `(k + 0.5) / n`, domain first on ties). `Mixture.source` gives the same answer for one row in O(log n)."""
     keys = np.concatenate(
         [(np.arange(n_domain) + 0.5) / max(n_domain, 1), (np.arange(n_general) + 0.5) / max(n_general, 1)]
     )
@@ -98,30 +47,43 @@ def interleave(n_domain: int, n_general: int) -> np.ndarray:
     return flags[np.argsort(keys, kind="stable")]
 
 
-def eval_rows(
-    texts: Sequence[str], tokenizer: Any, seq_len: int, max_sequences: int, *, what: str
-) -> np.ndarray:
-    """The first `max_sequences` packed rows of `texts` in file order (a fixed held-out set)."""
-    rng = np.random.default_rng(0)  # unused: file order, no repeats
-    try:
-        stream = take_sequences(
-            texts, np.arange(len(texts)), tokenizer, max_sequences, seq_len,
-            rng=rng, on_short_data="error", what=what,
-        )  # fmt: skip
-        return stream.rows
-    except MixtureError:  # a small test split: use all of it
-        rows = pack(encode_documents(list(texts), tokenizer), seq_len)
-        if len(rows) == 0:
-            raise MixtureError(f"{what} holds less than one sequence of {seq_len + 1} tokens") from None
-        return rows
+def domain_row_position(k: int, n_domain: int, n_general: int) -> int:
+    """Row of the run that domain row k lands on in `interleave` order: k plus the general rows whose key
+    `(m + 0.5) / n_general` is strictly below `(k + 0.5) / n_domain` (exact integer arithmetic)."""
+    num, den = (2 * k + 1) * n_general - n_domain, 2 * n_domain
+    return k + min(max(-(-num // den), 0), n_general)
+
+
+def row_source(i: int, n_domain: int, n_general: int) -> tuple[bool, int]:
+    """(is_domain, index within its stream) of row i of the interleaved run, by bisection."""
+    lo, hi = 0, n_domain  # number of domain rows placed before row i
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if domain_row_position(mid, n_domain, n_general) < i:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < n_domain and domain_row_position(lo, n_domain, n_general) == i:
+        return True, lo
+    return False, i - lo
+
+
+def eval_rows(store: TokenStore, seq_len: int, max_sequences: int, *, what: str) -> np.ndarray:
+    """The first `max_sequences` packed rows of a store in file order (a fixed held-out set; all of it when
+    it holds fewer)."""
+    n = min(int(max_sequences), store.n_tokens // (seq_len + 1))
+    if n < 1:
+        raise MixtureError(f"{what} holds less than one sequence of {seq_len + 1} tokens")
+    return DocStream(store, np.arange(store.n_docs), seq_len, n).rows()
 
 
 @dataclass
 class Mixture:
-    """The training rows of one run, which of them are domain rows, and the numbers the run logs."""
+    """The training rows of one run (streamed: `mixture[i]` is row i), which are domain rows, and the numbers
+    the run logs."""
 
-    train: np.ndarray  # (n_seq, seq_len + 1) int32, in training order
-    is_domain: np.ndarray  # (n_seq,) bool
+    domain: DocStream
+    general: DocStream
     stats: PplStats  # of the domain documents actually trained on
     domain_epochs: float  # passes over the domain subset (< 1: the fraction of its documents used)
     general_epochs: float
@@ -129,35 +91,68 @@ class Mixture:
 
     @property
     def seq_len(self) -> int:
-        return int(self.train.shape[1] - 1)
+        return self.domain.width - 1
+
+    @property
+    def n_seq(self) -> int:
+        return self.domain.n_rows + self.general.n_rows
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_seq, self.seq_len + 1)
+
+    ndim = 2
+
+    def __len__(self) -> int:
+        return self.n_seq
+
+    def source(self, i: int) -> tuple[bool, int]:
+        return row_source(int(i), self.domain.n_rows, self.general.n_rows)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if not 0 <= int(i) < self.n_seq:
+            raise IndexError(i)
+        is_dom, j = self.source(i)
+        return (self.domain if is_dom else self.general)[j]
+
+    @property
+    def is_domain(self) -> np.ndarray:
+        """`(n_seq,)` bool, materialised (for tests and small runs; training uses `source`)."""
+        return interleave(self.domain.n_rows, self.general.n_rows)
+
+    def rows(self) -> np.ndarray:
+        """Every row in training order as one array (tests and small runs only: 4 bytes per token)."""
+        out = np.empty(self.shape, np.int32)
+        flags = self.is_domain
+        out[flags], out[~flags] = self.domain.rows(), self.general.rows()
+        return out
 
     @property
     def domain_tokens(self) -> int:
-        return int(self.is_domain.sum()) * self.seq_len
+        return self.domain.n_rows * self.seq_len
 
     @property
     def general_tokens(self) -> int:
-        return int((~self.is_domain).sum()) * self.seq_len
+        return self.general.n_rows * self.seq_len
 
     @property
     def n_tokens(self) -> int:
-        return int(len(self.train)) * self.seq_len
+        return self.n_seq * self.seq_len
 
 
 def build_mixture(
     *,
-    domain_texts: Sequence[str],
+    domain_store: TokenStore,
     domain_pos: np.ndarray,
     domain_ppl: np.ndarray | None,
-    general_texts: Sequence[str],
-    tokenizer: Any,
+    general_store: TokenStore,
     n_tokens: int,
     r: float,
     seq_len: int,
     seed: int,
     on_short_data: str = "repeat",
 ) -> Mixture:
-    """Mix the domain subset (`domain_texts[domain_pos]`) with the general texts at share `r` (module doc)."""
+    """Mix the domain subset (documents `domain_pos` of `domain_store`) with the general store at share `r`."""
     if not 0.0 <= r <= 1.0:
         raise MixtureError(f"`cpt.r` must be in [0, 1], got {r}")
     if on_short_data not in ("repeat", "error"):
@@ -166,19 +161,14 @@ def build_mixture(
     if n_seq < 1:
         raise MixtureError(f"`cpt.n_tokens` must be at least one sequence ({seq_len} tokens), got {n_tokens}")
     n_domain = int(round(r * n_seq))
-    n_general = n_seq - n_domain
-    dom = take_sequences(
-        domain_texts, np.random.default_rng([seed, 1]).permutation(domain_pos), tokenizer, n_domain, seq_len,
-        rng=np.random.default_rng([seed, 11]), on_short_data=on_short_data, what="the domain subset",
+    dom = DocStream(
+        domain_store, np.random.default_rng([seed, 1]).permutation(np.asarray(domain_pos)), seq_len, n_domain,
+        repeat_seed=[seed, 11], on_short_data=on_short_data, what="the domain subset",
     )  # fmt: skip
-    gen = take_sequences(
-        general_texts, np.random.default_rng([seed, 2]).permutation(len(general_texts)), tokenizer, n_general,
-        seq_len, rng=np.random.default_rng([seed, 12]), on_short_data=on_short_data, what="the general train split",
+    gen = DocStream(
+        general_store, np.random.default_rng([seed, 2]).permutation(general_store.n_docs), seq_len,
+        n_seq - n_domain, repeat_seed=[seed, 12], on_short_data=on_short_data, what="the general train split",
     )  # fmt: skip
-    is_domain = interleave(n_domain, n_general)
-    train = np.empty((n_seq, seq_len + 1), np.int32)
-    train[is_domain] = dom.rows
-    train[~is_domain] = gen.rows
     # μ, σ of the documents trained on; r = 0 trains on none of them, so report the subset it draws from.
     pos = dom.used if len(dom.used) else np.asarray(domain_pos)
     stats = ppl_stats(domain_ppl[pos]) if domain_ppl is not None else ppl_stats(np.zeros(0))
@@ -187,7 +177,7 @@ def build_mixture(
         for name, epochs in (("domain subset", dom.epochs), ("general corpus", gen.epochs))
         if epochs > 1.0
     ]
-    return Mixture(train, is_domain, stats, dom.epochs, gen.epochs, warnings)
+    return Mixture(dom, gen, stats, dom.epochs, gen.epochs, warnings)
 
 
 @dataclass
@@ -199,13 +189,26 @@ class CPTData:
     general_test: np.ndarray
 
 
+def cpt_stores(
+    tokens_dir: str | Path, corpora_dir: str | Path, domain: str, tokenizer_fp: str | None
+) -> dict[tuple[str, str], TokenStore]:
+    """The four stores a CPT run reads (domain and general, train and test), each checked against its corpus
+    split and the run's tokenizer: one-line `StoreError` before any training."""
+    return {
+        (d, s): open_store(Path(tokens_dir) / d / s, tokenizer_fp=tokenizer_fp,
+                           corpus=Path(corpora_dir) / d / f"{s}.parquet")
+        for d in (domain, "general") for s in ("train", "test")
+    }  # fmt: skip
+
+
 def load_cpt_data(
+    tokens_dir: str | Path,
     corpora_dir: str | Path,
     domain: str,
     regime: Regime,
     scores_path: str | Path | None,
-    tokenizer: Any,
     *,
+    tokenizer_fp: str | None,
     n_tokens: int,
     r: float,
     seq_len: int,
@@ -213,21 +216,23 @@ def load_cpt_data(
     on_short_data: str,
     eval_sequences: int,
 ) -> CPTData:
-    """Everything a CPT run reads from disk: the regime's subset of `<domain>/train` (ranked by the score file,
-    which must be aligned with it), mixed with `general/train`, plus the fixed domain and general test rows."""
-    dom_train = corpora.read_split(corpora_dir, domain, "train")
+    """Everything a CPT run reads from disk: the regime's subset of the `<domain>/train` store (ranked by the
+    score file, which must be aligned with it), mixed with `general/train`, plus the fixed test rows."""
+    stores = cpt_stores(tokens_dir, corpora_dir, domain, tokenizer_fp)
+    dom_train = stores[(domain, "train")]
     scores = read_scores(scores_path) if scores_path else None
-    if scores is not None:
-        check_aligned(scores, dom_train["id"], scores_path)
+    if scores is None and regime.ids_path is None:  # no sample ids needed: positions only
+        pos = select(regime, pd.Series(range(dom_train.n_docs)), None)
+    else:
+        ids = pd.Series(dom_train.ids())
+        if scores is not None:
+            check_aligned(scores, ids, scores_path)
+        pos = select(regime, ids, scores)
     mixture = build_mixture(
-        domain_texts=dom_train["text"].tolist(), domain_pos=select(regime, dom_train["id"], scores),
-        domain_ppl=None if scores is None else scores["ppl"].to_numpy(float),
-        general_texts=corpora.read_split(corpora_dir, "general", "train")["text"].tolist(), tokenizer=tokenizer,
-        n_tokens=n_tokens, r=r, seq_len=seq_len, seed=seed, on_short_data=on_short_data,
+        domain_store=dom_train, domain_pos=pos, domain_ppl=None if scores is None else scores["ppl"].to_numpy(float),
+        general_store=stores[("general", "train")], n_tokens=n_tokens, r=r, seq_len=seq_len, seed=seed,
+        on_short_data=on_short_data,
     )  # fmt: skip
-    tests = [
-        eval_rows(corpora.read_split(corpora_dir, d, "test")["text"].tolist(), tokenizer, seq_len, eval_sequences,
-                  what=f"the {d} test split")
-        for d in (domain, "general")
-    ]  # fmt: skip
+    tests = [eval_rows(stores[(d, "test")], seq_len, eval_sequences, what=f"the {d} test split")
+             for d in (domain, "general")]  # fmt: skip
     return CPTData(mixture, *tests)

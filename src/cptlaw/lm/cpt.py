@@ -212,7 +212,7 @@ def train_cpt(
             )
         data.batch_size = global_batch // world
     tokens_per_step = global_batch * seq_len
-    max_steps = math.ceil(len(mixture.train) / global_batch)
+    max_steps = math.ceil(mixture.n_seq / global_batch)
     points = eval_points(n_tokens, n_points, probe_tokens, tokens_per_step)
     probe_at = points[0]
     callback = EvalCallback(
@@ -281,6 +281,7 @@ def _load(cfg: Any, p: Any) -> tuple[Any, Any, Any, float]:
     """Base model, the run's data module and regime, and the seconds it took (checked before any run)."""
     from cptlaw.data.mixture import load_cpt_data
     from cptlaw.data.subsets import parse_regime
+    from cptlaw.data.token_store import tokenizer_fingerprint
     from cptlaw.lm.base import base_model_dtype, tokenizer_for
     from cptlaw.lm.datamodule import CPTDataModule
     from cptlaw.lm.model import check_vocab, load_causal_lm
@@ -291,7 +292,8 @@ def _load(cfg: Any, p: Any) -> tuple[Any, Any, Any, float]:
     model = load_causal_lm(p.base_dir, base_model_dtype(cfg))
     check_vocab(model, tokenizer)
     cpt_data = load_cpt_data(
-        cfg.paths.corpora, str(c.domain), regime, p.scores_path, tokenizer, n_tokens=int(c.n_tokens), r=float(c.r),
+        cfg.paths.tokens, cfg.paths.corpora, str(c.domain), regime, p.scores_path,
+        tokenizer_fp=tokenizer_fingerprint(tokenizer), n_tokens=int(c.n_tokens), r=float(c.r),
         seq_len=p.seq_len, seed=int(cfg.seed), on_short_data=str(c.on_short_data), eval_sequences=int(c.eval_sequences),
     )  # fmt: skip
     data = CPTDataModule(cpt_data, int(c.batch_size), int(c.eval_batch_size))

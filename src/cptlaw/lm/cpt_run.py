@@ -97,6 +97,17 @@ def _hash(cfg: DictConfig, base_id: str, base_version: str, data_version: str, d
     )  # fmt: skip
 
 
+def _check_stores(cfg: DictConfig, base_dir: Path) -> None:
+    """The token stores of the run are whole, current with their corpus splits and built with the base
+    model's tokenizer (one-line `StoreError` naming the store and the tokenize stage, before any run)."""
+    from cptlaw.data.mixture import cpt_stores
+    from cptlaw.data.token_store import tokenizer_fingerprint
+    from cptlaw.lm.base import tokenizer_for
+
+    fp = tokenizer_fingerprint(tokenizer_for(base_dir, cfg.paths.tokenizer))
+    cpt_stores(cfg.paths.tokens, cfg.paths.corpora, str(cfg.cpt.domain), fp)
+
+
 def plan(cfg: DictConfig) -> Plan:
     """Validate `cfg.cpt` against the files on disk; raise one-line errors before anything is trained."""
     from cptlaw.data.subsets import parse_regime
@@ -118,6 +129,7 @@ def plan(cfg: DictConfig) -> Plan:
             f"`cpt.seq_len` is null and base model {base_dir} does not say its context length"
         )
     lr = float(c.lr_factor) * float(info["final_lr"]) if "final_lr" in info else float(c.lr)
+    _check_stores(cfg, base_dir)
     root = project_root()
     data_version = content_version(files, root)
     base_version = content_version(sorted(p for p in base_dir.iterdir() if p.is_file()), root)

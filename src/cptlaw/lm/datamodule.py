@@ -1,8 +1,8 @@
 """Packed training and named validation sets as a LightningDataModule.
 
-The arrays are built once in the launching process (`from_corpora`) and handed to the module, so a
-`ddp_spawn` run pickles ready arrays to its workers instead of re-tokenising in each. The CPT stage can pass
-its own mixture array as `train`.
+Rows come from the memory-mapped token stores (`from_stores`: `cptlaw.data.packing.DocStream`s, cut from
+the memory map as the loader asks; a `ddp_spawn` worker re-opens the store files instead of receiving the
+data). A plain `(n, seq_len + 1)` array works too. The CPT stage serves its streamed mixture.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from cptlaw.data.packing import packed_split
 
 
 class PackedDataset(torch.utils.data.Dataset):
-    """Rows of a packed array as `LongTensor (seq_len + 1,)`; the default collate stacks them to `(B, seq_len + 1)`."""
+    """Rows of a packed array, or of any 2-D row source (`DocStream`, `Mixture`: `shape`, `len`, `rows[i]`),
+    as `LongTensor (seq_len + 1,)`; the default collate stacks them to `(B, seq_len + 1)`."""
 
-    def __init__(self, packed: np.ndarray):
+    def __init__(self, packed: Any):
         if packed.ndim != 2:
             raise ValueError(f"packed array must be 2-D (n_seq, seq_len + 1), got shape {packed.shape}")
         self.packed = packed
@@ -31,7 +32,7 @@ class PackedDataset(torch.utils.data.Dataset):
         return len(self.packed)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(self.packed[i].astype(np.int64))
+        return torch.from_numpy(np.asarray(self.packed[i], dtype=np.int64))
 
     @property
     def n_tokens(self) -> int:
@@ -44,8 +45,8 @@ class LMDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        train: np.ndarray,
-        val: Mapping[str, np.ndarray],
+        train: Any,
+        val: Mapping[str, Any],
         *,
         batch_size: int,
         val_batch_size: int | None = None,
@@ -59,11 +60,12 @@ class LMDataModule(L.LightningDataModule):
         self.seed = int(seed)
 
     @classmethod
-    def from_corpora(
+    def from_stores(
         cls,
-        corpora_dir: str | Path,
-        tokenizer: Any,
+        tokens_dir: str | Path,
         *,
+        corpora_dir: str | Path | None,
+        tokenizer_fp: str | None,
         train_domain: str,
         val_domains: Sequence[str],
         seq_len: int,
@@ -73,14 +75,11 @@ class LMDataModule(L.LightningDataModule):
         val_batch_size: int | None = None,
         seed: int = 0,
     ) -> LMDataModule:
-        """Pack `train_domain`'s train split and each of `val_domains`' val splits."""
-        train = packed_split(
-            corpora_dir, train_domain, "train", tokenizer, seq_len=seq_len, n_tokens=n_train_tokens, seed=seed
-        )
+        """Rows of `train_domain`'s train store and of each of `val_domains`' val stores (checked first)."""
+        kw = {"seq_len": seq_len, "seed": seed, "tokenizer_fp": tokenizer_fp, "corpora_dir": corpora_dir}
+        train = packed_split(tokens_dir, train_domain, "train", n_tokens=n_train_tokens, **kw)
         val = {
-            d: packed_split(
-                corpora_dir, d, "val", tokenizer, seq_len=seq_len, n_tokens=n_val_tokens, seed=seed
-            )
+            d: packed_split(tokens_dir, d, "val", n_tokens=n_val_tokens, **kw)
             for d in dict.fromkeys(val_domains)
         }
         return cls(train, val, batch_size=batch_size, val_batch_size=val_batch_size, seed=seed)
@@ -115,7 +114,7 @@ class CPTDataModule(L.LightningDataModule):
         self.data, self.batch_size, self.eval_batch_size = data, int(batch_size), int(eval_batch_size)
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
-        train = PackedDataset(self.data.mixture.train)
+        train = PackedDataset(self.data.mixture)  # rows cut from the token stores as the loader asks
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             # DDP: process k takes rows k, k + world, ... of the fixed order (no shuffling), so the processes'

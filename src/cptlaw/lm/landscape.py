@@ -19,7 +19,6 @@ import pandas as pd
 
 from cptlaw import layout, tracking
 from cptlaw.config import config_hash, project_root, to_dict
-from cptlaw.data.corpora import read_split
 from cptlaw.data.landscape import aggregate, log_ppl_histogram
 from cptlaw.data.version import content_version
 from cptlaw.errors import ModelError
@@ -77,16 +76,22 @@ def load_scorer(cfg: Any) -> Scorer:
     return Scorer(model, tokenizer, model_dir, label, dtype, prefix_id, max_length, stride, device)
 
 
-def load_pools(cfg: Any) -> dict[str, pd.DataFrame]:
-    """Each domain's candidate pool (train split, optionally its first `score.max_samples`); none empty."""
-    pools = {}
+def load_pools(cfg: Any, tokenizer: Any) -> dict[str, Any]:
+    """Each domain's candidate pool (the train split's token store, optionally its first
+    `score.max_samples` documents), every store checked against its corpus split and `tokenizer`; none empty."""
+    from cptlaw.data.token_store import open_store, tokenizer_fingerprint
+    from cptlaw.lm.pool import Pool
+
+    pools, fp = {}, tokenizer_fingerprint(tokenizer)
     for domain in cfg.domains:
-        frame = read_split(cfg.paths.corpora, domain, "train")[["id", "text"]]
+        store = open_store(layout.token_store(cfg, domain, "train"), tokenizer_fp=fp,
+                           corpus=layout.corpus_split(cfg, domain, "train"))  # fmt: skip
+        ids = store.ids()
         if cfg.score.get("max_samples"):
-            frame = frame.iloc[: int(cfg.score.max_samples)]
-        if len(frame) == 0:
+            ids = ids[: int(cfg.score.max_samples)]
+        if len(ids) == 0:
             raise ModelError(f"candidate pool {domain}/train is empty: nothing to score")
-        pools[domain] = frame
+        pools[domain] = Pool(ids, store)
     return pools
 
 
@@ -112,19 +117,19 @@ def score_provenance(cfg: Any, scorer: Scorer, domain: str, hashed: dict[str, An
             "run_id": run_id}  # fmt: skip
 
 
-def score_domain(cfg: Any, scorer: Scorer, domain: str, frame: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
+def score_domain(cfg: Any, scorer: Scorer, domain: str, pool: Any) -> tuple[dict, pd.DataFrame]:
     """Score one pool into its score file (+ provenance) inside one MLflow run; returns `(stats, scores)`."""
     from cptlaw.lm.pool import score_pool
 
     s, out_path = cfg.score, layout.score_file(cfg, domain, scorer.label)
-    params = run_params(cfg, scorer, domain, len(frame))
+    params = run_params(cfg, scorer, domain, len(pool))
     hashed = {**params, "batch_tokens": s.batch_tokens, "shard_size": s.shard_size}
     with tracking.run(layout.stage_experiment(cfg, STAGE), run_name=f"score-{domain}-{scorer.label}", params=params,
                       config_hash=config_hash(hashed), tags={tracking.STAGE_TAG: STAGE},
                       artifact_root=cfg.tracking.get("artifact_root")) as active:  # fmt: skip
         start = time.perf_counter()
         out = score_pool(
-            scorer.model, scorer.tokenizer, frame, out_path, model_dir=scorer.model_dir, prefix_id=scorer.prefix_id,
+            scorer.model, scorer.tokenizer, pool, out_path, model_dir=scorer.model_dir, prefix_id=scorer.prefix_id,
             max_length=scorer.max_length, stride=scorer.stride, batch_tokens=int(s.batch_tokens),
             shard_size=int(s.shard_size), progress_bar=bool(s.progress_bar), **scorer.device,
         )  # fmt: skip
@@ -142,14 +147,14 @@ def score_domain(cfg: Any, scorer: Scorer, domain: str, frame: pd.DataFrame) -> 
 def score_landscape(cfg: Any) -> Landscape:
     """Score every domain of `domains` under the base model, all inputs checked first (module docstring)."""
     scorer = load_scorer(cfg)
-    pools = load_pools(cfg)
+    pools = load_pools(cfg, scorer.tokenizer)
     tracking.configure_from(cfg.tracking)
     tracking.experiment_id(layout.stage_experiment(cfg, STAGE), cfg.tracking.get("artifact_root"))
     summary: dict[str, Any] = {"base_model": scorer.label, "max_length": scorer.max_length,
                                "stride": scorer.stride, **scorer.device, "domains": {}}  # fmt: skip
     scores = {}
-    for domain, frame in pools.items():
-        summary["domains"][domain], scores[domain] = score_domain(cfg, scorer, domain, frame)
+    for domain, pool in pools.items():
+        summary["domains"][domain], scores[domain] = score_domain(cfg, scorer, domain, pool)
     return Landscape(scorer.label, summary, scores)
 
 

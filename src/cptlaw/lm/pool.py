@@ -1,5 +1,9 @@
 """Score a whole candidate pool resumably: shards of `shard_size` samples, each written atomically.
 
+The pool's token ids come from its memory-mapped token store (`cptlaw.data.token_store`, the tokenize
+stage): a shard reads its documents' ids from the memory map (minus each document's trailing EOS), so
+nothing is re-tokenized and the text is never loaded.
+
 A re-run after a crash keeps the finished shards if the scoring settings (devices and precision included)
 and the model files are unchanged — `meta.json` holds their hash — and scores only the rest. Each shard is
 scored the same way whether or not the run was interrupted (batches are planned within a shard), so the
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,23 @@ import pandas as pd
 from cptlaw.config import config_hash
 from cptlaw.data.landscape import per_sample_ppl
 from cptlaw.lm.score import score_token_ids
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A candidate pool: the first `len(ids)` documents of a token store, with their sample ids."""
+
+    ids: list[str]
+    store: Any  # cptlaw.data.token_store.TokenStore
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def token_ids(self, start: int, stop: int) -> list[np.ndarray]:
+        """Each document's ids without its trailing EOS (the scorer prefixes x_0 itself)."""
+        return [
+            np.asarray(self.store.doc(i)[:-1], dtype=np.int64) for i in range(start, min(stop, len(self)))
+        ]
 
 
 def model_files_key(model_dir: str | Path) -> list[tuple[str, int, int]]:
@@ -34,25 +56,23 @@ def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def score_shard(model: Any, tokenizer: Any, frame: pd.DataFrame, settings: dict[str, Any]) -> pd.DataFrame:
-    """`id, nll, ppl, tokens` of one shard of samples, in its order."""
-    ids = tokenizer(frame["text"].tolist(), add_special_tokens=False)["input_ids"]
-    token_ids = [np.asarray(x, dtype=np.int64) for x in ids]
+def score_shard(model: Any, pool: Pool, start: int, stop: int, settings: dict[str, Any]) -> pd.DataFrame:
+    """`id, nll, ppl, tokens` of samples [start, stop) of the pool, in its order."""
+    token_ids = pool.token_ids(start, stop)
     nll, tokens = score_token_ids(
         model, token_ids, prefix_id=settings["prefix_id"], max_length=settings["max_length"],
         stride=settings["stride"], batch_tokens=settings["batch_tokens"], accelerator=settings["accelerator"],
         precision=settings["precision"], devices=settings["devices"], strategy=settings["strategy"],
         progress_bar=settings["progress_bar"],
     )  # fmt: skip
-    return pd.DataFrame(
-        {"id": frame["id"].to_numpy(), "nll": nll, "ppl": per_sample_ppl(nll, tokens), "tokens": tokens}
-    )
+    ids = np.asarray(pool.ids[start:stop], dtype=object)
+    return pd.DataFrame({"id": ids, "nll": nll, "ppl": per_sample_ppl(nll, tokens), "tokens": tokens})
 
 
 def score_pool(
     model: Any,
     tokenizer: Any,
-    frame: pd.DataFrame,
+    pool: Pool,
     out_path: str | Path,
     *,
     model_dir: str | Path,
@@ -67,7 +87,7 @@ def score_pool(
     strategy: str = "auto",
     progress_bar: bool = False,
 ) -> pd.DataFrame:
-    """Score `frame` (`id, text`) into `out_path` (`id, nll, ppl, tokens`, same order), resuming from shards."""
+    """Score `pool` into `out_path` (`id, nll, ppl, tokens`, in pool order), resuming from shards."""
     out_path = Path(out_path)
     shard_dir = out_path.parent / f".{out_path.stem}.shards"
     settings = {"prefix_id": int(prefix_id), "max_length": int(max_length), "stride": int(stride),
@@ -75,20 +95,22 @@ def score_pool(
                 "precision": str(precision), "devices": int(devices), "strategy": str(strategy)}  # fmt: skip
     weights = str(next(model.parameters()).dtype)
     key = config_hash({**settings, "model": model_files_key(model_dir), "weights": weights, "vocab": len(tokenizer),
-                       "ids": config_hash({"ids": frame["id"].tolist()})})  # fmt: skip
+                       "ids": config_hash({"ids": list(pool.ids)})})  # fmt: skip
     meta = shard_dir / "meta.json"
     if shard_dir.exists() and (not meta.is_file() or json.loads(meta.read_text()).get("key") != key):
         shutil.rmtree(shard_dir)  # stale shards of other settings or another model
     shard_dir.mkdir(parents=True, exist_ok=True)
     meta.write_text(json.dumps({"key": key, **settings}) + "\n")
 
-    starts = range(0, len(frame), int(shard_size))
+    starts = range(0, len(pool), int(shard_size))
     for k, start in enumerate(starts):
         path = shard_dir / f"{k:05d}.parquet"
         if path.is_file():
             continue
-        part = frame.iloc[start : start + int(shard_size)]
-        _write_atomic(score_shard(model, tokenizer, part, {**settings, "progress_bar": progress_bar}), path)
+        shard = score_shard(
+            model, pool, start, start + int(shard_size), {**settings, "progress_bar": progress_bar}
+        )
+        _write_atomic(shard, path)
         print(f"[score] shard {k + 1}/{len(starts)} -> {path.name}")
     result = pd.concat([pd.read_parquet(shard_dir / f"{k:05d}.parquet") for k in range(len(starts))],
                        ignore_index=True)  # fmt: skip

@@ -171,12 +171,15 @@ def pretrain_size(cfg: Any, size: str, tokenizer: Any, datamodule: Any) -> dict[
 
 
 def load_data(cfg: Any, tokenizer: Any) -> Any:
-    """The packed training rows of `pretrain.train_domain` and a validation set per domain (+ the train one)."""
+    """The packed training rows of `pretrain.train_domain` and a validation set per domain (+ the train one),
+    streamed from the token stores (checked against the corpus splits and the tokenizer first)."""
+    from cptlaw.data.token_store import tokenizer_fingerprint
     from cptlaw.lm.datamodule import LMDataModule
 
     p, start = cfg.pretrain, time.perf_counter()
-    datamodule = LMDataModule.from_corpora(
-        cfg.paths.corpora, tokenizer, train_domain=p.train_domain, val_domains=[p.train_domain, *cfg.domains],
+    datamodule = LMDataModule.from_stores(
+        cfg.paths.tokens, corpora_dir=cfg.paths.corpora, tokenizer_fp=tokenizer_fingerprint(tokenizer),
+        train_domain=p.train_domain, val_domains=[p.train_domain, *cfg.domains],
         seq_len=p.seq_len, n_train_tokens=p.n_tokens, n_val_tokens=p.val_tokens, batch_size=p.batch_size,
         val_batch_size=p.val_batch_size, seed=cfg.seed,
     )  # fmt: skip
