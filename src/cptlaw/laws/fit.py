@@ -349,6 +349,51 @@ def unidentified(problem: FitProblem, c: np.ndarray, theta: np.ndarray, rtol: fl
 
 
 # ------------------------------------------------------------------------------------------- the entry
+def check_fit_args(
+    form: LawForm, n: int, y: np.ndarray, n_starts: int, bounds: Mapping[str, tuple[float, float]] | None
+) -> None:
+    """One-line `LawInputError` for inputs no fit can use."""
+    if y.size != n:
+        raise LawInputError(f"`loss` has {y.size} values but the columns have {n} rows")
+    if n < form.n_params:
+        raise LawInputError(
+            f"`loss` has {n} points, fewer than the {form.n_params} parameters of `{form.name}`"
+        )
+    if n_starts < 1:
+        raise LawInputError(f"`n_starts` must be >= 1, got {n_starts}")
+    unknown = sorted(set(bounds or {}) - set(form.nonlinear))
+    if unknown:
+        raise LawInputError(
+            f"`bounds` names {', '.join(unknown)}, not a nonlinear parameter of `{form.name}` "
+            f"({', '.join(form.nonlinear) or 'none'})"
+        )
+
+
+def settle_best(
+    prob: FitProblem, polished: list[Candidate], *, maxiter: int, minimizer: Callable[..., Any]
+) -> tuple[Candidate, int]:
+    """(the returned optimum, number of converged polish runs): the best run continued while it stopped on
+    its iteration limit; a line-search stop where converged runs agree to 1e-9 counts as converged."""
+    n_conv = sum(q.converged for q in polished)
+    best = polished[0]
+    for _ in range(3):  # the best run stopped on its iteration limit: continue it from where it stopped
+        if best.converged or "ITERATIONS" not in best.message.upper():
+            break
+        more = polish(prob, [best], maxiter=maxiter, minimizer=minimizer)
+        if not more or more[0].objective > best.objective:
+            break
+        best = more[0]
+        n_conv += best.converged
+    agree = [q for q in polished if q.converged and q.objective <= best.objective * (1 + 1e-9) + 1e-15]
+    if not best.converged and "ABNORMAL" in best.message.upper() and agree:
+        # the line search found no further decrease in floating point, where a converged run ended too
+        msg = (
+            f"{best.message.strip()} (line search at the optimum: {len(agree)} converged runs agree to 1e-9)"
+        )
+        best = best._replace(converged=True, message=msg)
+    return best, n_conv
+
+
 def fit(
     form: LawForm | str,
     X: Mapping[str, Any],
@@ -375,21 +420,7 @@ def fit(
     form = get_law(form) if isinstance(form, str) else form
     feats = form.features(X)
     y = check_loss(y)
-    n = form.n_rows(feats)
-    if y.size != n:
-        raise LawInputError(f"`loss` has {y.size} values but the columns have {n} rows")
-    if n < form.n_params:
-        raise LawInputError(
-            f"`loss` has {n} points, fewer than the {form.n_params} parameters of `{form.name}`"
-        )
-    if n_starts < 1:
-        raise LawInputError(f"`n_starts` must be >= 1, got {n_starts}")
-    unknown = sorted(set(bounds or {}) - set(form.nonlinear))
-    if unknown:
-        raise LawInputError(
-            f"`bounds` names {', '.join(unknown)}, not a nonlinear parameter of `{form.name}` "
-            f"({', '.join(form.nonlinear) or 'none'})"
-        )
+    check_fit_args(form, form.n_rows(feats), y, n_starts, bounds)
     prob = FitProblem(form, feats, y, delta, bounds)
     lo, hi = prob.lo, prob.hi
 
@@ -409,23 +440,7 @@ def fit(
     diag["t_polish_s"] = time.perf_counter() - t0
     if not polished:
         raise FitError(f"`{form.name}`: every polish run failed (non-finite objective)", diag)
-    n_conv = sum(q.converged for q in polished)
-    best = polished[0]
-    for _ in range(3):  # the best run stopped on its iteration limit: continue it from where it stopped
-        if best.converged or "ITERATIONS" not in best.message.upper():
-            break
-        more = polish(prob, [best], maxiter=maxiter, minimizer=minimizer)
-        if not more or more[0].objective > best.objective:
-            break
-        best = more[0]
-        n_conv += best.converged
-    agree = [q for q in polished if q.converged and q.objective <= best.objective * (1 + 1e-9) + 1e-15]
-    if not best.converged and "ABNORMAL" in best.message.upper() and agree:
-        # the line search found no further decrease in floating point, where a converged run ended too
-        msg = (
-            f"{best.message.strip()} (line search at the optimum: {len(agree)} converged runs agree to 1e-9)"
-        )
-        best = best._replace(converged=True, message=msg)
+    best, n_conv = settle_best(prob, polished, maxiter=maxiter, minimizer=minimizer)
     diag |= {
         "polish_objectives": [q.objective for q in polished],
         "n_near_best": int(sum(q.objective <= polished[0].objective * (1 + 1e-6) + 1e-15 for q in polished)),
