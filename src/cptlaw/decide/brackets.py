@@ -55,8 +55,9 @@ def usage1_bracket(
     ok, over = rise.index[rise <= tolerance], rise.index[rise > tolerance]
     lo = float(ok.max()) if ok.size else 0.0
     hi = float(over[over > lo].min()) if (over > lo).any() else 1.0
+    # `hi` is a share the runs saw exceed T, so the answer lies in [lo, hi): a law answer of `hi` contradicts them
     return {"bracketed": bool(ok.size and over.size) or lo == 1.0, "bracket": [lo, hi],
-            "observed": {f"{r:g}": float(v) for r, v in rise.items()}}  # fmt: skip
+            "upper_excluded": bool((over > lo).any()), "observed": {f"{r:g}": float(v) for r, v in rise.items()}}  # fmt: skip
 
 
 def usage2_bracket(rows: pd.DataFrame, n_params: float, domain_tokens: float) -> dict:
@@ -82,4 +83,5 @@ def verdict(answer: float | None, runs: dict[str, Any]) -> dict[str, Any]:
     if answer is None or not runs.get("bracketed"):
         return runs | {"agrees": None}
     lo, hi = runs["bracket"]
-    return runs | {"agrees": bool(lo - 1e-9 <= answer <= hi + 1e-9)}
+    below_hi = answer < hi - 1e-9 if runs.get("upper_excluded") else answer <= hi + 1e-9
+    return runs | {"agrees": bool(lo - 1e-9 <= answer and below_hi)}

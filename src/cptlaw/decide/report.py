@@ -118,7 +118,12 @@ def next_run_section(rec: dict) -> list[str]:
         nr = r.get("next_run") or {}
         if nr.get("error") or nr.get("skipped"):
             why.append(f"- {d}: {nr.get('error') or nr.get('skipped')}")
-        for i, c in enumerate(nr.get("top", []), 1):
+        top = nr.get("top", [])
+        if top and not top[0]["shrinkage"] > 0:
+            why.append(f"- {d}: no candidate narrows the interval in expectation (best {_f(top[0]['shrinkage'], '.3f')}): "
+                       "the simulated runs move the fit more than they add information; more seeds at the "
+                       "existing points, or runs at new N, are the better next step")  # fmt: skip
+        for i, c in enumerate(top, 1):
             run = c["run"]
             rows.append([d, i, f"N {_f(run['N'], '.3g')}, D {_f(run['D'], '.3g')}, r {_f(run['r'], '.2f')}",
                          _f(c["flops"], ".2g"), f"{_f(c['width_now'], '.3f')} → {_f(c['width_expected'], '.3f')}",
@@ -126,7 +131,7 @@ def next_run_section(rec: dict) -> list[str]:
     if not rows and not why:
         return []
     lines = ["", "### Which run to make next", "",
-             "Candidates at the observed N and r, at the largest D run so far and twice it; each is simulated from "
+             "Candidates at the observed N and r, longer than the longest run so far; each is simulated from "
              "bootstrap draws of the domain law, refitted, and scored by how much it narrows the interval of "
              "usage 2's r_d* per 10^15 FLOPs (6ND).", ""]  # fmt: skip
     if rows:

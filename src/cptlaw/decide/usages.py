@@ -306,7 +306,7 @@ def cross_domain_table(fits: dict, table: pd.DataFrame, fit_kwargs: dict) -> dic
 
 def next_runs(ld: Law, rows: pd.DataFrame, s: Setting, c: Any, seed: int) -> dict[str, Any]:
     """Which D-CPT run to make next for usage 2 (the optimal domain share at N, D_d): candidates at the
-    observed N and r, at the largest observed D and twice it, ranked by the expected shrinkage of the
+    observed N and r, `next_run.d_factor` times longer than the longest run so far, ranked by the expected shrinkage of the
     decision's interval per FLOP (`laws.design.rank_next_runs`)."""
     nr = c.get("next_run") or {}
     if not nr or int(c.bootstrap) <= 0 or rows["run_id"].nunique() < 3:
@@ -317,7 +317,9 @@ def next_runs(ld: Law, rows: pd.DataFrame, s: Setting, c: Any, seed: int) -> dic
         boot = bootstrap(ld.form, X, y, groups, n_boot=int(nr["n_boot"]), base=fitted, seed=seed)
         decide = decision_function(ld.form, "usage2", N=s.n_params, domain_tokens=s.domain_tokens)
         d_max = float(X["D"].max())
-        grid = candidate_grid(N=np.unique(X["N"]), D=[d_max, 2 * d_max], r=np.unique(X["r"]))
+        grid = candidate_grid(
+            N=np.unique(X["N"]), D=[float(nr.get("d_factor", 2.0)) * d_max], r=np.unique(X["r"])
+        )
         width, ranked = rank_next_runs(ld.form, X, y, fitted, boot, decide, grid, groups=groups,
                                        level=float(c.ci_level), n_sim=int(nr["n_sim"]), n_boot=int(nr["n_boot"]),
                                        seed=seed)  # fmt: skip
