@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -70,13 +71,21 @@ class SweepParentRun(Callback):
             tracking.end_detached_run(launcher, None, tags)
             parent_exp = "the mlflow-run launcher's experiment"
         else:
+            # a parent left RUNNING by a sweep of this name whose process died (SIGKILL, or its tracking
+            # server went away so that even the exit hook could not end it) is ended KILLED
+            orphans = tracking.mark_orphaned_runs(
+                parent_exp, f"tags.`cptlaw.sweep` = '{self.name}' and tags.`cptlaw.stage` = 'sweep'",
+                "a later sweep",
+            )  # fmt: skip
+            for orphan in orphans:
+                print(f"[sweep] marked orphaned parent run {orphan} KILLED (its process is gone)")
             self.parent_id = tracking.start_detached_run(
-                parent_exp, run_name=f"sweep-{self.name}-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags,
-                artifact_root=root,
+                parent_exp, run_name=f"sweep-{self.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                tags=tags | tracking.process_tags(), artifact_root=root,
             )  # fmt: skip
         os.environ[PARENT_ENV] = self.parent_id
         self.started = time.perf_counter()
-        atexit.register(self._end, "FAILED")
+        atexit.register(self._end_at_exit)
         print(f"[sweep] {self.name}: parent run {self.parent_id} in experiment {parent_exp}")
 
     def _end(self, status: str, tags: dict | None = None) -> None:
@@ -89,6 +98,18 @@ class SweepParentRun(Callback):
         finally:
             self.parent_id = None
             os.environ.pop(PARENT_ENV, None)
+
+    def _end_at_exit(self) -> None:
+        """The exit hook: end the parent FAILED; if the store cannot be reached, one line instead of a
+        traceback (the parent stays RUNNING until a later sweep of this name marks it KILLED)."""
+        from cptlaw.errors import first_line
+
+        parent = self.parent_id
+        try:
+            self._end("FAILED")
+        except Exception as exc:  # noqa: BLE001 - the process is exiting: report, do not raise
+            print(f"[sweep] {self.name}: could not end parent run {parent} ({first_line(exc)[:300]})",
+                  file=sys.stderr)  # fmt: skip
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         results = []

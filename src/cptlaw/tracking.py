@@ -18,7 +18,6 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from cptlaw.errors import TrackingError
@@ -35,18 +34,42 @@ _CONFIGURED: list[
 ] = []  # the URI `configure` set; runs are refused before it (MLflow would use ./mlflow.db)
 
 
-def _check_reachable(uri: str, timeout: float = 5.0) -> None:
+def _unreachable(uri: str, timeout: float = 5.0) -> str | None:
+    """Why the tracking server at `uri` does not answer its health check, or None (it does, or `uri` is no
+    server)."""
     if not uri.startswith(("http://", "https://")):
-        return
+        return None
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
             resp.read()
     except (urllib.error.URLError, OSError) as exc:
+        return str(getattr(exc, "reason", exc))
+    return None
+
+
+def _check_reachable(uri: str, timeout: float = 5.0) -> None:
+    reason = _unreachable(uri, timeout)
+    if reason is not None:
         raise TrackingError(
-            f"MLflow tracking server {uri} is unreachable ({getattr(exc, 'reason', exc)}): start it "
+            f"MLflow tracking server {uri} is unreachable ({reason}): start it "
             f"(`mlflow server --host 127.0.0.1 --port 5000 --workers 1 ...`) or unset MLFLOW_TRACKING_URI "
             f"to use the local SQLite store"
         ) from None
+
+
+def _lost_server(run_id: str) -> TrackingError | None:
+    """The one-line error for a run whose tracking server went away while it ran (MLflow's client retries
+    failed requests first: `MLFLOW_HTTP_REQUEST_MAX_RETRIES`, `MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`), or None
+    when the server answers (the failure was something else)."""
+    uri = mlflow.get_tracking_uri()
+    reason = _unreachable(uri)
+    if reason is None:
+        return None
+    return TrackingError(
+        f"MLflow tracking server {uri} became unreachable during run {run_id} ({reason}; MLflow's retries "
+        f"ran out): the run stays RUNNING in the store; restart the server and re-run the same command: "
+        f"finished cells are skipped and this cell's run is marked KILLED"
+    )
 
 
 def configure(uri: str, artifact_root: str | None = None) -> str:
@@ -136,13 +159,18 @@ def mark_orphans(exp_name: str, config_hash: str) -> list[str]:
     attempt calls this first. Only runs started on this host can be checked (a pid means nothing elsewhere);
     runs of other hosts are left as they are. Returns the ids marked.
     """
+    return mark_orphaned_runs(exp_name, f"tags.`{CONFIG_HASH_TAG}` = '{config_hash}'", "a resumed cell")
+
+
+def mark_orphaned_runs(exp_name: str, filter_string: str, found_by: str) -> list[str]:
+    """End as KILLED the RUNNING runs of `exp_name` matching `filter_string` whose process (host and pid tags,
+    this host only) is gone; returns their ids."""
     client = MlflowClient()
     exp = client.get_experiment_by_name(exp_name)
     if exp is None:
         return []
     running = client.search_runs(
-        [exp.experiment_id],
-        filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{config_hash}' and attributes.status = 'RUNNING'",
+        [exp.experiment_id], filter_string=f"{filter_string} and attributes.status = 'RUNNING'"
     )
     host, marked = socket.gethostname(), []
     for r in running:
@@ -151,9 +179,7 @@ def mark_orphans(exp_name: str, config_hash: str) -> list[str]:
             continue
         if _process_alive(int(t[PID_TAG]), t.get(PID_START_TAG, "")):
             continue
-        reason = (
-            f"process {t[PID_TAG]} on {host} ended without closing the run (killed); found by a resumed cell"
-        )
+        reason = f"process {t[PID_TAG]} on {host} ended without closing the run (killed); found by {found_by}"
         client.set_tag(r.info.run_id, KILLED_TAG, reason)
         client.set_terminated(r.info.run_id, "KILLED")
         marked.append(r.info.run_id)
@@ -209,16 +235,37 @@ def run(
         active = mlflow.start_run(
             experiment_id=exp_id, run_name=run_name, nested=mlflow.active_run() is not None
         )
-    with active:
-        try:
-            mlflow.set_tags(all_tags)
-            if params:
-                log_params(params)
-            yield active
-        except BaseException as exc:
-            mlflow.set_tag("cptlaw.error", f"{type(exc).__name__}: {exc}"[:5000])
-            mlflow.end_run(status=RunStatus.to_string(RunStatus.FAILED))
-            raise
+    run_id = active.info.run_id
+    try:
+        mlflow.set_tags(all_tags)
+        if params:
+            log_params(params)
+        yield active
+    except BaseException as exc:
+        failed = _end_active(run_id, "FAILED", f"{type(exc).__name__}: {exc}"[:5000])
+        lost = _lost_server(run_id) if failed is not None and isinstance(exc, Exception) else None
+        if lost is not None:
+            raise lost from None
+        raise
+    failed = _end_active(run_id, "FINISHED")
+    if failed is not None:
+        raise _lost_server(run_id) or failed
+
+
+def _end_active(run_id: str, status: str, error: str | None = None) -> Exception | None:
+    """End the active run `run_id` (tagged with `error`); returns the store's exception if that failed. The
+    run leaves MLflow's active-run stack either way, so the process can go on (e.g. a sequential sweep)."""
+    try:
+        if error is not None:
+            mlflow.set_tag("cptlaw.error", error)
+        mlflow.end_run(status=status)
+        return None
+    except Exception as exc:  # noqa: BLE001 - handed back to the caller
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            with contextlib.suppress(Exception):
+                mlflow.end_run(status=status)  # pops the run first, then fails to reach the store
+        return exc
 
 
 def log_stage_run(

@@ -98,15 +98,16 @@ def test_sigkilled_array_task_resubmitted_runs_only_the_missing_cell(
     from cptlaw import tracking
 
     env = _env(cpt_project, slurm_cluster)
-    # 2 x 2 cells; the two D = 40,000 cells take ~30 s each, the other two a few seconds
-    args = _sweep_args(cpt_project, tmp_path, "a", n_tokens="[640,40000]")
+    # 3 cells, 2 tasks at a time: D = 640 and 1,280 take a few seconds, the D = 20,000 one ~15 s (killed)
+    cells = {"n_tokens": "[640,1280,20000]", "ratios": "[1.0]"}
+    args = _sweep_args(cpt_project, tmp_path, "a", **cells)
     first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tracking.configure(mlflow_uri)
     victim, deadline = None, time.monotonic() + 300
     while victim is None and time.monotonic() < deadline:  # a long cell that is training (has evaluations)
         df = _runs("RUNNING")
         if len(df) and "metrics.domain_loss" in df:
-            df = df[(df["params.n_tokens"] == "40000") & df["metrics.domain_loss"].notna()]
+            df = df[(df["params.n_tokens"] == "20000") & df["metrics.domain_loss"].notna()]
             victim = df.iloc[0] if len(df) else None
         assert first.poll() is None or victim is not None, first.stdout.read()[-3000:]
         time.sleep(0.5)
@@ -120,17 +121,17 @@ def test_sigkilled_array_task_resubmitted_runs_only_the_missing_cell(
     _wait_queue_empty(slurm_cluster)
     finished_before = set(_runs("FINISHED").run_id)
     assert (
-        len(finished_before) == 3 and tracking.MlflowClient().get_run(victim.run_id).info.status == "RUNNING"
+        len(finished_before) == 2 and tracking.MlflowClient().get_run(victim.run_id).info.status == "RUNNING"
     )
 
-    again = subprocess.run(_sweep_args(cpt_project, tmp_path, "b", n_tokens="[640,40000]"), env=env,
+    again = subprocess.run(_sweep_args(cpt_project, tmp_path, "b", **cells), env=env,
                            capture_output=True, text=True, timeout=600)  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     done = _runs("FINISHED")
-    assert len(done) == 4 and done["params.config_hash"].nunique() == 4  # each cell once
+    assert len(done) == 3 and done["params.config_hash"].nunique() == 3  # each cell once
     assert finished_before <= set(done.run_id)  # nothing finished was lost or redone
     killed = tracking.MlflowClient().get_run(victim.run_id)
     assert killed.info.status == "KILLED" and "killed" in killed.data.tags[tracking.KILLED_TAG]
-    assert len(_runs()) == 5  # 4 FINISHED + the orphan, nothing else
+    assert len(_runs()) == 4  # 3 FINISHED + the orphan, nothing else
     summary = json.loads((tmp_path / "reports" / "sweeps" / "dcpt_grid.json").read_text())
-    assert summary["n_finished"] == 1 and summary["n_skipped"] == 3, summary
+    assert summary["n_finished"] == 1 and summary["n_skipped"] == 2, summary

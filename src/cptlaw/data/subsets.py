@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from cptlaw.data.landscape import PplStats, ppl_stats  # noqa: F401 - the statistics of a subset, re-exported
-from cptlaw.errors import SubsetError
+from cptlaw.errors import SubsetError, first_line
 
 SCORE_COLUMNS = ("id", "nll", "ppl", "tokens")
 
@@ -101,7 +101,12 @@ def read_scores(path: str | Path) -> pd.DataFrame:
         raise SubsetError(
             f"perplexity scores {path} do not exist (run the score stage for this domain and base)"
         )
-    df = pd.read_parquet(path)
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # truncated or not parquet (pyarrow's ArrowInvalid is a ValueError)
+        raise SubsetError(
+            f"corrupt perplexity scores {path} ({first_line(exc)}): re-run the score stage"
+        ) from None
     missing = [c for c in SCORE_COLUMNS if c not in df.columns]
     if missing:
         raise SubsetError(f"perplexity scores {path} lack columns {missing}")

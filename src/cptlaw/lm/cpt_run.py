@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from cptlaw import layout
 from cptlaw.config import config_hash, project_root, to_dict
-from cptlaw.errors import CPTConfigError, ModelError
+from cptlaw.errors import CorpusError, CPTConfigError, ModelError, SubsetError, first_line
 
 # Settings that do not change a run's result (or only how it is launched) stay out of its hash.
 _NOT_HASHED = ("force", "fail_job", "sweeps", "log_every_n_steps", "eval_batch_size")
@@ -86,6 +86,39 @@ def _input_files(cfg: DictConfig, regime: Any, base_id: str) -> tuple[list[Path]
     return files, scores_path
 
 
+# A Hugging Face model dir holds its weights in one of these (or shards listed by an index file).
+_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def _check_parquet(path: Path, error: type[Exception], what: str, fix: str) -> None:
+    """A parquet file is whole: its footer reads (a truncated or half-copied file fails here, cheaply)."""
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise error(f"corrupt {what} {path} ({first_line(exc)}): {fix}") from None
+
+
+def _check_files(files: list[Path], scores_path: Path | None, base_dir: Path) -> None:
+    """Corpus splits and the score file are whole parquet files and the base model has its weights, before
+    any lock, run or training (one line naming the file and the stage to re-run)."""
+    for path in files[:4]:  # the corpus splits (`_input_files` lists them first)
+        _check_parquet(path, CorpusError, "corpus split", "re-run the corpora stage (then tokenize)")
+    if scores_path is not None:
+        _check_parquet(scores_path, SubsetError, "perplexity scores", "re-run the score stage")
+    if not any((base_dir / name).is_file() for name in _WEIGHTS):
+        raise ModelError(
+            f"base model {base_dir} has no weights file ({' or '.join(_WEIGHTS[::2])}): re-run the pretrain "
+            f"stage (or copy the model dir whole)"
+        )
+
+
 def _hash(cfg: DictConfig, base_id: str, base_version: str, data_version: str, dtype: str) -> str:
     hashed = {k: v for k, v in to_dict(cfg.cpt).items() if k not in _NOT_HASHED}
     hashed["trainer"] = {k: v for k, v in hashed["trainer"].items() if k != "enable_progress_bar"}
@@ -121,6 +154,7 @@ def plan(cfg: DictConfig) -> Plan:
     files, scores_path = _input_files(cfg, regime, base_id)
     if not (base_dir / "config.json").is_file():
         raise ModelError(f"base model {base_dir} does not exist (run the pretrain stage or set `cpt.base`)")
+    _check_files(files, scores_path, base_dir)
     info = base_model_info(base_dir)
     model_cfg = json.loads((base_dir / "config.json").read_text())
     seq_len = int(c.seq_len or info.get("seq_len") or model_cfg.get("max_position_embeddings") or 0)
