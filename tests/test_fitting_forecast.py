@@ -42,3 +42,16 @@ def test_forecast_intervals_bracket_the_longer_runs():
     real = form.predict(TRUTH | form.fixed, at)
     assert np.mean((lo <= real) & (real <= hi)) >= 0.9
     assert "skill" in next(s for s in out["comparison"]["summary"] if s["form"] == "dcpt")
+
+
+def test_a_formula_in_fit_laws_is_fitted_and_rebuilt_by_the_decisions():
+    from cptlaw.decide.inputs import target_law
+
+    formula = "E + A/N**alpha + B*(r + 0.001)**(-gamma)/D**beta"
+    config = CONFIG | {"laws": {"domain": [formula, "dcpt"]}, "bootstrap": 0}
+    out, main = fit_target(_target(seed=2), config, seed=0)
+    name = next(iter(out["fits"]))
+    assert out["fits"][name]["spec"] == formula and out["fits"]["dcpt"]["spec"] == "dcpt"
+    law = target_law({"targets": {"domain_x": out}}, "domain_x", "primary")
+    X = _target(seed=2).X
+    assert np.allclose(law.form.predict(law.params, X), main.predict(X), rtol=1e-10)
