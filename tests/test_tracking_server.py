@@ -74,3 +74,30 @@ def test_unreachable_server_fails_before_training(cpt_project, tmp_path):
     assert proc.returncode != 0
     err = proc.stderr.strip().splitlines()
     assert "unreachable" in err[-1] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_fit_stage_fits_from_the_server(mlflow_server, tmp_path, monkeypatch):
+    """The fit stage reads its runs straight from the tracking server (SQLite or PostgreSQL behind it)."""
+    from cptlaw.stages.fit import run
+    from tests.helpers.fit_runs import log_runs
+
+    n_runs = log_runs(mlflow_server)
+    monkeypatch.setenv("CPTLAW_ROOT", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[
+            "profile=smoke", "domains=[medical]", "fit.n_starts=8", "fit.n_refine=4", "fit.n_polish=2",
+            "fit.bootstrap=0", "fit.ppl_stats=[ppl]", "fit.holdouts.domain=[]", "fit.holdouts.general=[]",
+            "fit.holdouts.ppl=[]", "fit.holdouts.cross=[]", "fit.plots=false",
+        ])  # fmt: skip
+    assert cfg.tracking.uri == mlflow_server
+    fits = run(cfg)
+    assert fits["n_source_runs"] == n_runs - 12  # the 12 code runs are not read (domains=[medical]) ...
+    assert fits["targets"]["domain_medical"]["fits"]["dcpt"]["r2"] > 0.99
+    api = mlflow_server + "/api/2.0/mlflow"
+    exp = _get(f"{api}/experiments/get-by-name?experiment_name=fit")["experiment"]
+    found = _get(f"{api}/runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
+    assert (
+        len(found) == 1 and found[0]["info"]["status"] == "FINISHED"
+    )  # ... and the fit run went to the server
