@@ -56,7 +56,8 @@ def fits_section(fits: dict, reports: Path, min_runs_warn: int) -> tuple[list[st
         cmp_ = tg.get("comparison") or {}
         held = {}
         for s in cmp_.get("summary", []):
-            vs = f", {_f(s['skill'], '.2f')}× naive" if s.get("skill") is not None else ""
+            vs = "" if s.get("skill") is None else (
+                f", {_f(s['skill'], '.2f')}× naive" if s["skill"] < 1000 else ", > 1000× naive")  # fmt: skip
             held.setdefault(s["form"], []).append(
                 f"{s['split']}: R² {_r2(s['r2'])}, MAPE {_mape(s['mape'])}{vs}"
             )
@@ -99,11 +100,13 @@ def _runs_note(u: dict) -> str:
     """What the runs say beside a law answer: agreement, or the bracket that replaces a contradicted answer."""
     runs, pub = u.get("runs") or {}, u.get("published")
     note = ""
+    if runs.get("bracket"):
+        lo, hi = runs["bracket"]
+        span = f"[{lo:g}, {hi:g}{')' if runs.get('upper_excluded') else ']'}"
     if runs.get("agrees") is False:
-        note = (f"; **runs: r_d in [{runs['bracket'][0]:g}, {runs['bracket'][1]:g}]** — the law's "
-                f"{_f(u.get('r_domain_law'), '.3f')} contradicts them")  # fmt: skip
+        note = f"; **runs: r_d in {span}** — the law's {_f(u.get('r_domain_law'), '.3f')} contradicts them"
     elif runs.get("agrees"):
-        note = f"; runs agree ([{runs['bracket'][0]:g}, {runs['bracket'][1]:g}])"
+        note = f"; runs agree ({span})"
     elif runs:
         note = f"; not bracketed by runs ({runs.get('why', 'runs on one side only')})"
     if pub:
