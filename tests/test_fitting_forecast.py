@@ -55,3 +55,12 @@ def test_a_formula_in_fit_laws_is_fitted_and_rebuilt_by_the_decisions():
     law = target_law({"targets": {"domain_x": out}}, "domain_x", "primary")
     X = _target(seed=2).X
     assert np.allclose(law.form.predict(law.params, X), main.predict(X), rtol=1e-10)
+
+
+def test_provenance_names_no_machine_folder(tmp_path, monkeypatch):
+    from cptlaw.provenance import relative_paths
+
+    root = str(tmp_path)
+    cfg = {"paths": {"root": root, "data": f"{root}/data"}, "other": "/elsewhere/x", "list": [f"{root}/a"]}
+    assert relative_paths(cfg, root) == {"paths": {"root": ".", "data": "data"}, "other": "/elsewhere/x",
+                                         "list": ["a"]}  # fmt: skip

@@ -38,5 +38,16 @@ def provenance(cfg: Any, data_files: Iterable[str | Path] = (), *, hashed: Any =
         "git_rev": git_revision(),
         "config_hash": config_hash(cfg if hashed is None else hashed),
         "data_version": content_version(files, project_root()) if files else None,
-        "config": to_dict(cfg),
+        "config": relative_paths(to_dict(cfg), str(project_root())),
     }
+
+
+def relative_paths(obj: Any, root: str) -> Any:
+    """`obj` with every string path under `root` made relative to it: a record names no machine's folders."""
+    if isinstance(obj, dict):
+        return {k: relative_paths(v, root) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [relative_paths(v, root) for v in obj]
+    if isinstance(obj, str) and (obj == root or obj.startswith(root.rstrip("/") + "/")):
+        return str(Path(obj).relative_to(root)) if obj != root else "."
+    return obj

@@ -119,7 +119,7 @@ def validate_domain(cfg: DictConfig, fits: dict, domain: str) -> dict[str, Any]:
     if c.plots:
         fig = plots.validation_curves(curves, f"{domain}: validation runs (D={n_tokens})",
                                       layout.plots_dir(cfg, STAGE) / f"{domain}_curves.png")  # fmt: skip
-        out["plot"] = str(fig)
+        out["plot"] = str(fig.relative_to(layout.reports(cfg)))  # relative to the reports folder
     log_summary(cfg, out, fig)
     return out
 
