@@ -61,6 +61,7 @@ def test_provenance_names_no_machine_folder(tmp_path, monkeypatch):
     from cptlaw.provenance import relative_paths
 
     root = str(tmp_path)
-    cfg = {"paths": {"root": root, "data": f"{root}/data"}, "other": "/elsewhere/x", "list": [f"{root}/a"]}
+    cfg = {"paths": {"root": root, "data": f"{root}/data"}, "other": "/elsewhere/x", "list": [f"{root}/a"],
+           "uri": f"sqlite:///{root}/mlruns/mlflow.db"}  # fmt: skip
     assert relative_paths(cfg, root) == {"paths": {"root": ".", "data": "data"}, "other": "/elsewhere/x",
-                                         "list": ["a"]}  # fmt: skip
+                                         "list": ["a"], "uri": "sqlite:///mlruns/mlflow.db"}  # fmt: skip

@@ -43,11 +43,14 @@ def provenance(cfg: Any, data_files: Iterable[str | Path] = (), *, hashed: Any =
 
 
 def relative_paths(obj: Any, root: str) -> Any:
-    """`obj` with every string path under `root` made relative to it: a record names no machine's folders."""
+    """`obj` with every path under `root` (also inside a URI) made relative to it: a record names no machine's
+    folders."""
     if isinstance(obj, dict):
         return {k: relative_paths(v, root) for k, v in obj.items()}
     if isinstance(obj, list):
         return [relative_paths(v, root) for v in obj]
-    if isinstance(obj, str) and (obj == root or obj.startswith(root.rstrip("/") + "/")):
-        return str(Path(obj).relative_to(root)) if obj != root else "."
+    if isinstance(obj, str) and obj == root:
+        return "."
+    if isinstance(obj, str):  # a path under root, or a URI holding one (sqlite:////<root>/mlruns/mlflow.db)
+        return obj.replace(root.rstrip("/") + "/", "")
     return obj
