@@ -79,6 +79,7 @@ def configure(uri: str, artifact_root: str | None = None) -> str:
         if not db.is_absolute():
             raise TrackingError(f"tracking.uri must be an absolute sqlite:////path URI, got {uri}")
         db.parent.mkdir(parents=True, exist_ok=True)
+        _init_sqlite(uri, db)
     _check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     _CONFIGURED[:] = [uri]
@@ -86,6 +87,15 @@ def configure(uri: str, artifact_root: str | None = None) -> str:
     if artifact_root:
         Path(artifact_root).mkdir(parents=True, exist_ok=True)
     return uri
+
+
+def _init_sqlite(uri: str, db: Path) -> None:
+    """Create a new SQLite store's schema in one process at a time: MLflow migrates a fresh database on first
+    use, and two sweeps starting together on a new store otherwise race ("table ... already exists")."""
+    from filelock import FileLock
+
+    with FileLock(str(db) + ".init.lock"):
+        MlflowClient(uri).search_experiments(max_results=1)
 
 
 def configure_from(cfg: Any) -> str:
