@@ -210,12 +210,6 @@ def package_edges() -> dict[str, set[str]]:
     return edges
 
 
-# Cycles present when this test was written, in code this test does not own: listed so that the test
-# names them and fails on any new one, and fails again once one is gone (remove it from here then).
-KNOWN_MODULE_CYCLES: list[list[str]] = []
-KNOWN_PACKAGE_CYCLES: list[list[str]] = []
-
-
 def _describe(cycles: list[list[str]], graph: dict[str, Module], packages: bool) -> str:
     lines = []
     for cyc in cycles:
@@ -247,21 +241,13 @@ def test_every_internal_import_resolves():
 
 
 def test_no_module_cycles():
-    graph = import_graph()
     cycles = find_cycles(module_edges())
-    new = [c for c in cycles if c not in KNOWN_MODULE_CYCLES]
-    assert not new, "module-level import cycles:\n" + _describe(new, graph, packages=False)
-    gone = [c for c in KNOWN_MODULE_CYCLES if c not in cycles]
-    assert not gone, f"fixed: remove from KNOWN_MODULE_CYCLES: {gone}"
+    assert not cycles, "module-level import cycles:\n" + _describe(cycles, import_graph(), packages=False)
 
 
 def test_no_package_cycles():
-    graph = import_graph()
     cycles = find_cycles(package_edges())
-    new = [c for c in cycles if c not in KNOWN_PACKAGE_CYCLES]
-    assert not new, "package-level import cycles:\n" + _describe(new, graph, packages=True)
-    gone = [c for c in KNOWN_PACKAGE_CYCLES if c not in cycles]
-    assert not gone, f"fixed: remove from KNOWN_PACKAGE_CYCLES: {gone}"
+    assert not cycles, "package-level import cycles:\n" + _describe(cycles, import_graph(), packages=True)
 
 
 def test_data_does_not_import_lm():
