@@ -94,8 +94,20 @@ def _init_sqlite(uri: str, db: Path) -> None:
     use, and two sweeps starting together on a new store otherwise race ("table ... already exists")."""
     from filelock import FileLock
 
-    with FileLock(str(db) + ".init.lock"):
-        MlflowClient(uri).search_experiments(max_results=1)
+    if db.is_file():
+        return
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("mlflow", "alembic")]  # "Creating initial ... tables" on stderr
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with FileLock(str(db) + ".init.lock"):
+            MlflowClient(uri).search_experiments(max_results=1)
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def configure_from(cfg: Any) -> str:
