@@ -8,6 +8,9 @@ one split; whole documents are held out, so no text of a val/test document is tr
 4. chunk long documents into samples of about `sample_chars` (ontology entries were packed on extraction);
    drop a sample whose exact text already sits in an earlier split (train before val before test);
 5. shuffle the samples of each split (seeded) and write `<domain>/{train,val,test}.parquet` (id, source, text).
+
+The pure pieces are here, with `build_domain` doing it all in memory; the corpora stage streams the same
+steps with memory bounded independently of corpus size (`cptlaw.data.corpus_stream`, same rows, tested).
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import os
 import re
 import shutil
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cptlaw.data.extract import LONG, Doc
@@ -111,30 +115,36 @@ def cap(docs: list[Doc], max_chars: int | None, seed: int) -> list[Doc]:
     return out
 
 
-def split_docs(docs: list[Doc], seed: int, val_frac: float, test_frac: float) -> dict[str, list[Doc]]:
-    """Document-level split from a hash of (seed, id): u < 1-val-test → train, then val, then test.
-
-    With ≥ 3 documents val and test each get at least one (the documents with the highest u), so small
-    (smoke) corpora still have held-out data; the choice is still a pure function of seed and ids.
-    """
+def split_counts(u_sorted: Sequence[float], val_frac: float, test_frac: float) -> tuple[int, int, int]:
+    """(train, val, test) document counts from the sorted split hashes: u < 1-val-test → train, then val,
+    then test; with ≥ 3 documents val and test each get at least one (the documents with the highest u)."""
     for key, frac in (("val_frac", val_frac), ("test_frac", test_frac)):
         if not 0 <= frac < 1:
             raise CorpusError(f"`corpora.{key}` must be in [0, 1), got {frac}")
     if val_frac + test_frac >= 1:
         raise CorpusError(f"`corpora.val_frac` + `corpora.test_frac` must be < 1, got {val_frac + test_frac}")
-    ranked = sorted(docs, key=lambda d: unit_hash(seed, d.id, "split"))
-    u = [unit_hash(seed, d.id, "split") for d in ranked]
-    lo, hi = 1 - val_frac - test_frac, 1 - test_frac
-    n_train = sum(x < lo for x in u)
-    n_val = sum(lo <= x < hi for x in u)
-    n_test = len(ranked) - n_train - n_val
-    if len(ranked) >= 3:
+    u, lo, hi = np.asarray(u_sorted, float), 1 - val_frac - test_frac, 1 - test_frac
+    n_train = int(np.count_nonzero(u < lo))
+    n_val = int(np.count_nonzero((u >= lo) & (u < hi)))
+    n_test = len(u) - n_train - n_val
+    if len(u_sorted) >= 3:
         if val_frac > 0 and n_test > 0 and n_val == 0:
             n_val, n_train = 1, n_train - 1
         if test_frac > 0 and n_test == 0:
             n_test, n_train = 1, n_train - 1
         if val_frac > 0 and n_val == 0:
             n_val, n_train = 1, n_train - 1
+    return n_train, n_val, n_test
+
+
+def split_docs(docs: list[Doc], seed: int, val_frac: float, test_frac: float) -> dict[str, list[Doc]]:
+    """Document-level split from a hash of (seed, id): u < 1-val-test → train, then val, then test.
+
+    With ≥ 3 documents val and test each get at least one (the documents with the highest u), so small
+    (smoke) corpora still have held-out data; the choice is still a pure function of seed and ids.
+    """
+    ranked = sorted(docs, key=lambda d: unit_hash(seed, d.id, "split"))
+    n_train, n_val, _ = split_counts([unit_hash(seed, d.id, "split") for d in ranked], val_frac, test_frac)
     n_val_end = n_train + n_val
     return {"train": ranked[:n_train], "val": ranked[n_train:n_val_end], "test": ranked[n_val_end:]}
 
@@ -208,7 +218,8 @@ def build_domain(
     max_chars: int | None,
     normalized: bool = False,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """One domain's documents → shuffled sample frames per split, plus stats."""
+    """One domain's documents → shuffled sample frames per split, plus stats, all in memory: the reference
+    the stage's streaming build (`cptlaw.data.corpus_stream.stream_domain`) matches row for row (tested)."""
     cleaned, cstats = clean(docs, min_chars, normalized)
     if not cleaned:
         raise CorpusError(f"domain '{domain}': no document left after cleaning (min_chars={min_chars})")
@@ -275,24 +286,20 @@ def read_split(corpora_dir: str | Path, domain: str, split: str) -> pd.DataFrame
 # ---------------------------------------------------------------- sources → domain documents
 
 
-def domain_docs(
+def doc_groups(
     domain: str,
     sources: Iterable[Any],
     raw_dir: Path,
     user: Iterable[tuple[str, Mapping[str, Any]]] = (),
     *,
     sample_chars: int,
-    min_chars: int,
-    progress: Any = None,
-) -> list[Doc]:
-    """All documents of `domain`: its fetched registry sources (cptlaw.data.sources.Source) and user specs.
-
-    Texts come back normalised (`normalize`). A source that yields nothing usable (no document of at least `min_chars`) is an error naming it.
-    """
+) -> list[tuple[str, Callable[[], Iterable[Doc]]]]:
+    """(source name, documents factory) of every source of `domain`: its fetched registry sources
+    (cptlaw.data.sources.Source) and user specs; the factories extract lazily (a user corpus streams)."""
     from cptlaw.data.extract import extract
     from cptlaw.data.user_sources import docs_of
 
-    groups: list[tuple[str, Any]] = []
+    groups: list[tuple[str, Callable[[], Iterable[Doc]]]] = []
     for src in sources:
         if src.domain == domain:
             opts = {"sample_chars": sample_chars, **dict(src.options)}
@@ -306,15 +313,34 @@ def domain_docs(
         raise CorpusError(
             f"domain '{domain}' has no source (define one in `fetch.sources` or `corpora.local`/`hf`)"
         )
+    return groups
+
+
+def empty_source(name: str, domain: str, min_chars: int) -> CorpusError:
+    return CorpusError(f"source '{name}' (domain '{domain}') is empty after cleaning (min_chars={min_chars})")
+
+
+def domain_docs(
+    domain: str,
+    sources: Iterable[Any],
+    raw_dir: Path,
+    user: Iterable[tuple[str, Mapping[str, Any]]] = (),
+    *,
+    sample_chars: int,
+    min_chars: int,
+    progress: Any = None,
+) -> list[Doc]:
+    """All documents of `domain` in memory (small corpora; the stage streams them, `corpus_stream`).
+
+    Texts come back normalised (`normalize`). A source that yields nothing usable (no document of at least `min_chars`) is an error naming it.
+    """
     out: list[Doc] = []
-    for name, make in groups:
+    for name, make in doc_groups(domain, sources, raw_dir, user, sample_chars=sample_chars):
         if progress is not None:
             progress(f"extract {domain}/{name}")
         docs = [Doc(d.id, d.source, t, d.kind) for d in make() if len(t := normalize(d.text)) >= min_chars]
         if not docs:
-            raise CorpusError(
-                f"source '{name}' (domain '{domain}') is empty after cleaning (min_chars={min_chars})"
-            )
+            raise empty_source(name, domain, min_chars)
         out.extend(docs)
     return out
 
@@ -329,24 +355,6 @@ def max_chars_for(domain: str, caps: Mapping[str, Any] | None) -> int | None:
     if float(value) <= 0:
         raise CorpusError(f"`corpora.max_chars.{domain}` must be > 0 or null, got {value}")
     return int(float(value))
-
-
-def make_domain(
-    domain: str, sources: Iterable[Any], raw_dir: Path, user: Iterable[tuple[str, Mapping[str, Any]]],
-    c: Mapping[str, Any], seed: int, progress: Any = None,
-) -> dict[str, Any]:  # fmt: skip
-    """Documents → cleaned, capped, split samples → `<c.out_dir>/<domain>/*.parquet`; returns the stats.
-
-    `c`: the `corpora` config (sample_chars, min_chars, val_frac, test_frac, max_chars, out_dir)."""
-    docs = domain_docs(domain, sources, raw_dir, user, sample_chars=c["sample_chars"], min_chars=c["min_chars"],
-                       progress=progress)  # fmt: skip
-    if progress:
-        progress(f"split {domain}")
-    frames, stats = build_domain(domain, docs, seed=seed, sample_chars=c["sample_chars"], min_chars=c["min_chars"],
-                                 val_frac=c["val_frac"], test_frac=c["test_frac"],
-                                 max_chars=max_chars_for(domain, c["max_chars"]), normalized=True)  # fmt: skip
-    write_domain(Path(c["out_dir"]), domain, frames)
-    return stats
 
 
 def split_metrics(stats: Mapping[str, Any]) -> dict[str, Any]:

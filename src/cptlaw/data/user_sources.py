@@ -2,6 +2,8 @@
 
 Configured under `corpora.local` / `corpora.hf` as lists of specs; each spec names its `domain` (a new name
 or an existing one, e.g. `general`), and its documents join that domain's pool like any registry source.
+Both are generators that hold one record batch at a time (a .txt file is one document, read whole), so the
+corpora stage (`cptlaw.data.corpus_stream`) streams a corpus of any size.
 """
 
 from __future__ import annotations
@@ -68,24 +70,35 @@ def local_docs(spec: Mapping[str, Any]) -> Iterator[Doc]:
                         )
                     yield Doc(f"{name}/{path.as_posix()}#{rec.get('id', k)}", name, str(rec[field]))
         elif suffix == ".parquet":
-            import pandas as pd
-
-            frame = pd.read_parquet(path)
-            if field not in frame.columns:
-                raise ExtractError(
-                    f"`corpora.local` source '{name}': {path} has no column {field!r} (columns: {list(frame.columns)})"
-                )
-            ids = frame["id"].astype(str) if "id" in frame.columns else frame.index.astype(str)
-            for i, text in zip(ids, frame[field].astype(str), strict=True):
-                yield Doc(f"{name}/{path.as_posix()}#{i}", name, text)
+            yield from _parquet_docs(path, name, field)
         else:
             raise ExtractError(
                 f"`corpora.local` source '{name}': unsupported file type {path.name} (.txt/.jsonl/.parquet)"
             )
 
 
+def _parquet_docs(path: Path, name: str, field: str) -> Iterator[Doc]:
+    """One document per row, read in record batches (a large file is never loaded whole)."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    columns = pf.schema_arrow.names
+    if field not in columns:
+        raise ExtractError(
+            f"`corpora.local` source '{name}': {path} has no column {field!r} (columns: {columns})"
+        )
+    k = 0
+    for batch in pf.iter_batches(batch_size=1024, columns=[field, *(["id"] if "id" in columns else [])]):
+        texts = batch.column(field).to_pylist()
+        ids = batch.column("id").to_pylist() if "id" in columns else range(k, k + len(texts))
+        for i, text in zip(ids, texts, strict=True):
+            yield Doc(f"{name}/{path.as_posix()}#{i}", name, str(text))
+        k += len(texts)
+
+
 def hf_docs(spec: Mapping[str, Any]) -> Iterator[Doc]:
-    """A Hugging Face dataset (`spec.path`, optional `config`, `split` default train, `text_field`, `max_docs`).
+    """A Hugging Face dataset (`spec.path`, optional `config`, `split` default train, `text_field`, `max_docs`,
+    `streaming`: true reads records as they arrive, without downloading the whole dataset first).
 
     Needs the optional `datasets` package (`pip install -e '.[hf]'`) and the dataset in the local HF cache
     or hub access; the error says which is missing.
@@ -100,22 +113,27 @@ def hf_docs(spec: Mapping[str, Any]) -> Iterator[Doc]:
     path = spec.get("path")
     if not path:
         raise ExtractError(f"`corpora.hf` source '{name}': `path` is required")
-    field = str(spec.get("text_field") or "text")
+    field, streaming = str(spec.get("text_field") or "text"), bool(spec.get("streaming", False))
     try:
-        ds = datasets.load_dataset(str(path), spec.get("config"), split=str(spec.get("split") or "train"))
+        ds = datasets.load_dataset(
+            str(path), spec.get("config"), split=str(spec.get("split") or "train"), streaming=streaming
+        )
     except Exception as exc:  # offline, unknown dataset, bad config: one line, no traceback
         first = first_line(exc)
         raise ExtractError(
             f"`corpora.hf` source '{name}': cannot load dataset {path!r} (offline?): {first}"
         ) from None
-    if field not in ds.column_names:
-        raise ExtractError(
-            f"`corpora.hf` source '{name}': dataset has no column {field!r} ({ds.column_names})"
-        )
+    columns = ds.column_names  # None for some streamed datasets: checked on each record instead
+    if columns is not None and field not in columns:
+        raise ExtractError(f"`corpora.hf` source '{name}': dataset has no column {field!r} ({columns})")
     limit = spec.get("max_docs")
     for k, rec in enumerate(ds):
         if limit is not None and k >= int(limit):
             break
+        if field not in rec:
+            raise ExtractError(
+                f"`corpora.hf` source '{name}': record {k} has no field {field!r} ({list(rec)})"
+            )
         yield Doc(f"{name}/{k}", name, str(rec[field]))
 
 

@@ -14,7 +14,8 @@ from omegaconf import DictConfig
 from rich.progress import Progress
 
 from cptlaw.config import CONF_DIR, to_dict
-from cptlaw.data.corpora import CorpusError, make_domain, split_metrics
+from cptlaw.data.corpora import CorpusError, split_metrics
+from cptlaw.data.corpus_stream import make_domain
 from cptlaw.data.sources import check_domains, is_fetched, parse_sources, select_sources
 from cptlaw.data.user_sources import user_domains, user_specs
 from cptlaw.stages import exit_on_bad_input, write_json
