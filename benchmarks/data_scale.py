@@ -5,12 +5,15 @@
    a fresh process: at D = 1M, 10M, 100M, 1B (general = the 1B store, domain = the 100M store, r = 0.5), and
    at D = 10M over general stores of 10M / 100M / 1B tokens (start-up against corpus size). Every process
    reads batches at the start, middle and end of its run. Ratios are against D = 10M (the baseline).
+   Beside the peak RSS (VmHWM): anonymous and file-backed RSS at the end (`RssAnon`, `RssFile` of
+   /proc/self/status; Linux has no peak of either).
 3. Streaming throughput, one process, one thread: rows through `PackedDataset` + a torch `DataLoader`
    (batch 32), from the D = 1B mixture vs from the same rows as an in-memory int32 array (the old path).
 4. Tokenization throughput of the tokenize stage on the real general train split (`data/corpora`, when
    present): 1 worker vs 2 workers.
 
     nice .venv/bin/python benchmarks/data_scale.py [--workdir outputs/bench_data_scale] [--sizes 10M,100M,1B]
+        [--data data]
 
 The stores take 2.2 GB of disk under --workdir (kept for re-runs; delete it afterwards).
 """
@@ -56,8 +59,11 @@ for start in (0, n // 2, max(0, n - 32 * 8)):
     idx = list(range(start, min(n, start + 32 * 8)))
     for b in torch.utils.data.DataLoader(torch.utils.data.Subset(ds, idx), batch_size=32):
         pass
+status = {l.split(":")[0]: int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.split(":")[0] in
+          ("VmHWM", "RssAnon", "RssFile")}
 print(json.dumps({"startup_s": startup, "import_s": t_import - t0, "rows": n,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "anon_mb": status["RssAnon"], "file_mb": status["RssFile"]}))
 """
 
 
@@ -111,11 +117,11 @@ def streaming(general: Path, domain: Path, n_rows: int) -> tuple[float, float]:
     return rates[0], rates[1]
 
 
-def tokenization(workdir: Path) -> list[tuple[int, float, int]]:
+def tokenization(workdir: Path, data: Path) -> list[tuple[int, float, int]]:
     from cptlaw.data.token_store import parquet_shards, source_record, tokenize_split, worker_pool
     from cptlaw.data.tokenizer import load_tokenizer
 
-    corpus, tok_dir = ROOT / "data" / "corpora" / "general" / "train.parquet", ROOT / "data" / "tokenizer"
+    corpus, tok_dir = data / "corpora" / "general" / "train.parquet", data / "tokenizer"
     if not corpus.is_file() or not tok_dir.is_dir():
         print(
             "tokenization: skipped (no data/corpora/general/train.parquet; run the corpora and tokenizer stages)"
@@ -143,6 +149,9 @@ def main() -> None:
     )
     ap.add_argument("--d", default="1M,10M,100M,1B", help="CPT D values")
     ap.add_argument("--stream-rows", type=int, default=20_000)
+    ap.add_argument(
+        "--data", default=str(ROOT / "data"), help="project data dir with corpora/ and tokenizer/"
+    )
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -161,25 +170,28 @@ def main() -> None:
     for d in [parse_size(x) for x in args.d.split(",")]:
         rows[d] = probe(general, domain, d)
     base = rows.get(10**7) or next(iter(rows.values()))
-    print("| D | rows | start-up s | × D=10M | peak RSS MB | × D=10M |\n|---|---|---|---|---|---|")
+    print("| D | rows | start-up s | × D=10M | peak RSS MB | × D=10M | RssAnon MB | RssFile MB |\n"
+          "|---|---|---|---|---|---|---|---|")  # fmt: skip
     for d, r in rows.items():
         print(f"| {d:,} | {r['rows']:,} | {r['startup_s']:.2f} | {r['startup_s'] / base['startup_s']:.2f} | "
-              f"{r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] / base['peak_rss_mb']:.2f} |")  # fmt: skip
+              f"{r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] / base['peak_rss_mb']:.2f} | {r['anon_mb']:.0f} | "
+              f"{r['file_mb']:.0f} |")  # fmt: skip
 
     print("\nCPT data start-up vs corpus size (D = 10M):")
     by_size = {s: probe(work / f"general_{s}", domain, 10**7) for s in sizes}
     first = by_size[sizes[0]]
-    print("| general tokens | start-up s | × smallest | peak RSS MB | × smallest |\n|---|---|---|---|---|")
+    print("| general tokens | start-up s | × smallest | peak RSS MB | × smallest | RssAnon MB | RssFile MB |\n"
+          "|---|---|---|---|---|---|---|")  # fmt: skip
     for s, r in by_size.items():
         print(f"| {s:,} | {r['startup_s']:.2f} | {r['startup_s'] / first['startup_s']:.2f} | {r['peak_rss_mb']:.0f} | "
-              f"{r['peak_rss_mb'] / first['peak_rss_mb']:.2f} |")  # fmt: skip
+              f"{r['peak_rss_mb'] / first['peak_rss_mb']:.2f} | {r['anon_mb']:.0f} | {r['file_mb']:.0f} |")  # fmt: skip
 
     streamed, in_memory = streaming(general, domain, args.stream_rows)
     print(f"\nstreaming (1 process, 1 thread, DataLoader batch 32, {args.stream_rows:,} rows of {SEQ + 1}): "
           f"{streamed / 1e6:.1f}M tokens/s from the stores vs {in_memory / 1e6:.1f}M tokens/s from an in-memory "
           f"array ({streamed / in_memory:.2f}×)")  # fmt: skip
 
-    tok = tokenization(work)
+    tok = tokenization(work, Path(args.data))
     for workers, rate, n in tok:
         print(f"tokenization of general/train ({n:,} tokens, shards of 500 documents), {workers} worker(s): "
               f"{rate / 1e6:.2f}M tokens/s ({rate / tok[0][1]:.2f}× 1 worker)")  # fmt: skip

@@ -179,6 +179,19 @@ def test_missing_truncated_foreign_and_stale_stores_are_one_line_errors(corpus, 
     _one_line(e.value)
 
 
+def test_store_truncated_after_it_was_opened_stops_the_read_in_one_line(corpus, tok):
+    _tokenize(corpus, tok)
+    path = corpus / "tokens" / "medical" / "train"
+    store = ts.open_store(path)
+    stream = DocStream(store, np.arange(store.n_docs), SEQ, store.n_tokens // (SEQ + 1))
+    assert stream[0].shape == (SEQ + 1,)
+    data = (path / ts.TOKENS).read_bytes()
+    (path / ts.TOKENS).write_bytes(data[: len(data) // 2])  # e.g. a re-run of the stage killed mid-copy
+    with pytest.raises(StoreError, match=r"^token store .*medical/train is truncated .*tokenize stage") as e:
+        stream.rows()
+    _one_line(e.value)
+
+
 # ------------------------------------------------------------------------------------------ streaming rows
 
 

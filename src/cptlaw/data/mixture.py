@@ -74,7 +74,8 @@ def eval_rows(store: TokenStore, seq_len: int, max_sequences: int, *, what: str)
     n = min(int(max_sequences), store.n_tokens // (seq_len + 1))
     if n < 1:
         raise MixtureError(f"{what} holds less than one sequence of {seq_len + 1} tokens")
-    return DocStream(store, np.arange(store.n_docs), seq_len, n).rows()
+    k = int(np.searchsorted(store.offsets, n * (seq_len + 1), side="left"))  # the documents the rows reach
+    return DocStream(store, np.arange(min(k, store.n_docs)), seq_len, n).rows()
 
 
 @dataclass

@@ -107,7 +107,7 @@ class DocStream:
     def tokens(self, p: int, q: int) -> np.ndarray:
         """Ids at positions [p, q) of the (repeated) concatenation, as int32."""
         out = np.empty(q - p, np.int32)
-        filled, offsets, tokens = 0, self.store.offsets, self.store.tokens
+        filled, offsets = 0, self.store.offsets
         while p < q:
             e, within = divmod(p, self.per_pass)
             order, ends = self._pass(e)
@@ -115,7 +115,7 @@ class DocStream:
             doc, end = int(order[k]), int(ends[k])
             n = min(end - within, q - p)
             a = int(offsets[doc]) + int(self._lengths[doc]) - (end - within)
-            out[filled : filled + n] = tokens[a : a + n]
+            out[filled : filled + n] = self.store.read(a, a + n)
             filled, p = filled + n, p + n
         return out
 

@@ -24,6 +24,8 @@ date with its corpus), so a bad store stops a run before any training.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -77,7 +79,8 @@ def source_current(record: dict[str, Any], path: str | Path) -> bool:
 
 @dataclass
 class TokenStore:
-    """An opened store: `tokens` (memmap), `offsets` (memmap), `meta`; documents by position."""
+    """An opened store: `tokens` (memmap), `offsets` (memmap), `meta`; documents by position. Training
+    and scoring read ids with `read` / `doc` (positioned reads, see `read`)."""
 
     path: Path
     meta: dict[str, Any]
@@ -96,14 +99,40 @@ class TokenStore:
     def eos_id(self) -> int:
         return int(self.meta["eos_id"])
 
-    @property
+    @functools.cached_property
     def lengths(self) -> np.ndarray:
-        """Tokens of each document, EOS included (int64, n_docs)."""
+        """Tokens of each document, EOS included (int64, n_docs; computed once per opened store)."""
         return np.diff(self.offsets)
 
     def doc(self, i: int) -> np.ndarray:
-        """Document i's ids with its trailing EOS (a view into the memmap)."""
-        return self.tokens[int(self.offsets[i]) : int(self.offsets[i + 1])]
+        """Document i's ids with its trailing EOS (read, `read`)."""
+        return self.read(int(self.offsets[i]), int(self.offsets[i + 1]))
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        """Ids at [a, b) of `tokens.bin` by positioned reads (`os.preadv`) instead of the memory map: a
+        mapped read of a few kB maps whole page-cache folios (up to MBs) into the process, so random rows of
+        a large store grew RSS with the store's size; read, the process holds only what it asked for."""
+        out = np.empty(max(0, int(b) - int(a)), np.dtype(self.meta["dtype"]))
+        view, pos = memoryview(out).cast("B"), int(a) * out.itemsize
+        while len(view):
+            n = os.preadv(self._fd(), [view], pos)
+            if n == 0:
+                raise StoreError(
+                    f"token store {self.path} is truncated ({TOKENS} ends at byte {pos:,}): {RERUN}"
+                )
+            view, pos = view[n:], pos + n
+        return out
+
+    def _fd(self) -> int:
+        if self.__dict__.get("fd") is None:  # opened on first read, in the process that reads (fork-safe)
+            self.__dict__["fd"] = os.open(self.path / TOKENS, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        return self.__dict__["fd"]
+
+    def __del__(self) -> None:
+        fd = self.__dict__.pop("fd", None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def ids(self) -> list[str]:
         """The corpus sample ids, in store order (read on demand: only id regimes and scores need them)."""
