@@ -243,7 +243,7 @@ def chunk(spill_path: Path, p: Plan, buckets: Buckets, *, seed: int, sample_char
     import pyarrow.parquet as pq
 
     cols, row = _columns("hi:Q lo:Q rank:q k:l"), 0
-    for batch in pq.ParquetFile(spill_path).iter_batches(batch_size=budget.batch_docs):
+    for batch in pq.ParquetFile(spill_path).iter_batches(batch_size=budget.batch_docs, use_threads=False):
         d = batch.to_pydict()
         for doc in map(Doc, d["id"], d["source"], d["text"], d["kind"]):
             s, rank, row = int(p.split[row]), int(p.rank[row]), row + 1
