@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import cpu_model, refdata_path  # noqa: E402
 
 from cptlaw.laws import bootstrap, calibrate, fit, formula_law, noise_scale, prediction_intervals  # noqa: E402
+from cptlaw.laws.intervals import extrapolation_distance  # noqa: E402
 
 LEVELS = (0.5, 0.8, 0.9, 0.95)
 
@@ -100,7 +101,10 @@ def main() -> None:
         res = fit(form, xtr, ytr)
         bs = bootstrap(form, xtr, ytr, g, n_boot=args.n_boot, base=res)
         noise = noise_scale(res, xtr, ytr)
-        cal = calibrate(form, xtr, ytr, along, groups=groups, n_boot=min(args.n_boot, 200))
+        horizon = float(
+            np.max(extrapolation_distance(np.asarray(xte[along], float), float(np.max(xtr[along]))))
+        )
+        cal = calibrate(form, xtr, ytr, along, groups=groups, horizon=horizon)
         preds = bs.predict(xte)
         for method in ("param", "boot+noise", "calibrated"):
             cells = []
