@@ -8,8 +8,9 @@ Splits (the rows beyond a cut are predicted from the rows below it):
   loss, D-CPT at one size as a formula `E + B*r**eta/D**beta + C/(r+eps)**gamma`;
 - the OLMo ladder's final C4 losses: the 3B runs from the 190M-1.3B runs.
 Methods: `param` = percentile interval of the bootstrap predictions (parameter noise only); `boot+noise` =
-the same widened by the point noise (normal quantile); `calibrated` = `cptlaw.laws.intervals` (drift with
-extrapolation distance + split-conformal multiplier from extrapolation folds). Width: mean (hi - lo) / pred.
+the same widened by the point noise (normal quantile); `calibrated` = `cptlaw.laws.intervals` (a drift with
+extrapolation distance, split conformal over extrapolation folds of the training rows that reach as far as
+the split's target: `horizon`). Width: mean (hi - lo) / pred.
 """
 
 from __future__ import annotations
