@@ -8,8 +8,9 @@ Splits (the rows beyond a cut are predicted from the rows below it):
   loss, D-CPT at one size as a formula `E + B*r**eta/D**beta + C/(r+eps)**gamma`;
 - the OLMo ladder's final C4 losses: the 3B runs from the 190M-1.3B runs.
 Methods: `param` = percentile interval of the bootstrap predictions (parameter noise only); `boot+noise` =
-the same widened by the point noise (normal quantile); `calibrated` = `cptlaw.laws.intervals` (drift with
-extrapolation distance + split-conformal multiplier from extrapolation folds). Width: mean (hi - lo) / pred.
+the same widened by the point noise (normal quantile); `calibrated` = `cptlaw.laws.intervals` (a drift with
+extrapolation distance, split conformal over extrapolation folds of the training rows that reach as far as
+the split's target: `horizon`). Width: mean (hi - lo) / pred.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import cpu_model, refdata_path  # noqa: E402
 
 from cptlaw.laws import bootstrap, calibrate, fit, formula_law, noise_scale, prediction_intervals  # noqa: E402
+from cptlaw.laws.intervals import extrapolation_distance  # noqa: E402
 
 LEVELS = (0.5, 0.8, 0.9, 0.95)
 
@@ -100,7 +102,10 @@ def main() -> None:
         res = fit(form, xtr, ytr)
         bs = bootstrap(form, xtr, ytr, g, n_boot=args.n_boot, base=res)
         noise = noise_scale(res, xtr, ytr)
-        cal = calibrate(form, xtr, ytr, along, groups=groups, n_boot=min(args.n_boot, 200))
+        horizon = float(
+            np.max(extrapolation_distance(np.asarray(xte[along], float), float(np.max(xtr[along]))))
+        )
+        cal = calibrate(form, xtr, ytr, along, groups=groups, horizon=horizon)
         preds = bs.predict(xte)
         for method in ("param", "boot+noise", "calibrated"):
             cells = []

@@ -26,7 +26,13 @@ from cptlaw.errors import BadInput, CSVError
 from cptlaw.laws import REGISTRY, all_metrics, bootstrap, fit, law_from_spec
 from cptlaw.laws.baselines import split_skill
 from cptlaw.laws.forms import LawForm, LawInputError
-from cptlaw.laws.intervals import calibrate, extrapolated_column, noise_scale, prediction_intervals
+from cptlaw.laws.intervals import (
+    calibrate,
+    extrapolated_column,
+    extrapolation_distance,
+    noise_scale,
+    prediction_intervals,
+)
 
 EXTRA = {"dcpt_cross": ("domain",)}  # columns required by the CSV interface beyond the law's inputs
 
@@ -123,9 +129,10 @@ def _holdout(args, form, res, pts, cols, boot) -> dict[str, Any]:
         noise = noise_scale(res, pts, pts["loss"])
         cal = None
         if along is not None:
-            cal = calibrate(form, pts, pts["loss"], along, groups=_groups(args, pts), n_boot=min(args.bootstrap, 200),
+            reach = extrapolation_distance(np.asarray(hold[along], float), float(np.max(pts[along])))
+            cal = calibrate(form, pts, pts["loss"], along, groups=_groups(args, pts), horizon=float(np.max(reach)),
                             seed=args.seed, n_starts=args.n_starts)  # fmt: skip
-            if cal.scores.size == 0:
+            if cal.errors.size == 0:
                 cal = None
         iv = prediction_intervals(res, boot, hold, level=args.level, noise=noise, calibration=cal)
         out["intervals"] = np.stack([iv.lo, iv.hi], axis=1).tolist()

@@ -192,7 +192,7 @@ def forecast_intervals(
     `along` (D: a run `factor` times longer). Calibrated on extrapolation folds of these runs along `along`, so
     the intervals widen with the extrapolation error the law actually made here, not only with parameter noise."""
     cal = calibrate(
-        main.form, t.X, t.y, along, groups=t.runs, n_boot=max(50, boot.n_boot // 4), seed=seed, **kw
+        main.form, t.X, t.y, along, groups=t.runs, horizon=float(np.log10(factor)), seed=seed, **kw
     )
     last = pd.DataFrame({k: v for k, v in t.X.items() if k in main.form.columns}).assign(run=t.runs)
     last = last.loc[last.groupby("run")[along].idxmax()]

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cptlaw.laws import fit, formula_law
+from cptlaw.laws import bootstrap, calibrate, fit, formula_law, noise_scale, prediction_intervals
 from cptlaw.laws.baselines import split_skill
 from cptlaw.laws.evaluate import take
 
@@ -122,3 +122,59 @@ def test_ye_mixing_law_three_domains(refdata):
     res = fit(formula_law("E + B/D**beta + K*exp(t1*p1 + t2*p2)", columns=list(few.columns)), few, few["loss"].to_numpy(),
               n_starts=16)  # fmt: skip
     assert res.mape < 0.05
+
+
+def _interval_coverage(form, xtr, ytr, xte, yte, along, groups=None):
+    """(calibrated coverage, its mean width, bootstrap + noise coverage) of 90% intervals on a held-out
+    extrapolation; the calibration sees the training rows only (and how far the target lies: `horizon`)."""
+    res = fit(form, xtr, ytr)
+    g = np.arange(ytr.size) if groups is None else groups
+    bs = bootstrap(form, xtr, ytr, g, n_boot=100, base=res)
+    noise = noise_scale(res, xtr, ytr)
+    horizon = float(np.log10(np.max(xte[along]) / np.max(xtr[along])))
+    cal = calibrate(form, xtr, ytr, along, groups=groups, horizon=horizon)
+    iv = prediction_intervals(res, bs, xte, level=0.9, noise=noise, calibration=cal)
+    plain = prediction_intervals(res, bs, xte, level=0.9, noise=noise)
+    return iv.coverage(yte), iv.mean_width(), plain.coverage(yte)
+
+
+def test_intervals_cover_hoffmann_largest_n(refdata):
+    d = (
+        pd.read_csv(refdata("data/chinchilla_hoffmann2022_fig4.csv"))
+        .sort_values("loss")
+        .iloc[:-5]
+        .sort_values("N")
+    )
+    tr, te = d.iloc[:-17], d.iloc[-17:]
+    cols = lambda g: {"N": g["N"].to_numpy(float), "D": g["D"].to_numpy(float)}  # noqa: E731
+    cover, width, plain = _interval_coverage("chinchilla", cols(tr), tr["loss"].to_numpy(), cols(te),
+                                             te["loss"].to_numpy(), "N")  # fmt: skip
+    assert cover >= 0.8 and plain <= 0.3 and width < 0.05  # measured: 0.88 (15 of 17) at 4.0% width; 0.18
+
+
+@pytest.mark.parametrize(
+    ("target", "share", "least", "most_width"),
+    [
+        ("loss_domain_python", "r_domain_python", 0.65, 0.013),
+        ("loss_general_pile_weighted", "r_general_pile", 0.9, 0.012),
+    ],
+)
+def test_intervals_cover_ye_cpt_later_checkpoints(refdata, target, share, least, most_width):
+    _, d = _ye_cpt(refdata)
+    tr, te = d[d["cpt_step"] <= 7000], d[d["cpt_step"] > 7000]
+    cols = lambda g: {"r": g[share].to_numpy(float), "D": g["cpt_step"].to_numpy(float)}  # noqa: E731
+    law = formula_law(DCPT_RD, fixed={"eps": 1e-3})
+    cover, width, _ = _interval_coverage(law, cols(tr), tr[target].to_numpy(), cols(te), te[target].to_numpy(), "D",
+                                         tr["run_id"].to_numpy(str))  # fmt: skip
+    # measured: domain 0.73 (11 of 15) at 1.07% (short of 0.9: the folds' drift underestimates the last
+    # checkpoints'), general 1.00 at 0.96%
+    assert cover >= least and width < most_width
+
+
+def test_intervals_cover_olmo_ladder_3b(refdata):
+    fin = _olmo_final(refdata)
+    tr, te = fin[fin["N"] < 2e9], fin[fin["N"] > 2e9]
+    cols = lambda g: {"N": g["N"].to_numpy(float), "D": g["D"].to_numpy(float)}  # noqa: E731
+    cover, width, _ = _interval_coverage("chinchilla", cols(tr), tr["loss_c4_en"].to_numpy(), cols(te),
+                                         te["loss_c4_en"].to_numpy(), "N")  # fmt: skip
+    assert cover >= 0.8 and width < 0.07  # measured: 1.00 (5 of 5) at 5.7% width
