@@ -44,20 +44,20 @@ def load_selection(cfg: DictConfig, domain: str) -> dict[str, Any]:
 
 def train_arms(
     cfg: DictConfig, domain: str, sel: dict[str, Any], n_tokens: int
-) -> tuple[str, dict[str, str]]:
-    """Run (or find finished) every arm x seed: (experiment, {run id: arm})."""
+) -> tuple[str, dict[str, tuple[str, int]]]:
+    """Run (or find finished) every arm x seed: (experiment, {run id: (arm, seed)})."""
     from cptlaw.lm.cpt_run import run_cell  # torch: only when arms are trained
 
     c = cfg[STAGE]
     arms = {str(k): (f"ids:{sel['ids_file']}" if str(v) == "selected" else str(v)) for k, v in c.arms.items()}
     if "random" not in arms:
         raise DecisionError("`validate.arms` needs a `random` arm: the data saving is measured against it")
-    run_arm: dict[str, str] = {}
+    run_arm: dict[str, tuple[str, int]] = {}
     for seed in c.seeds:
         for arm, regime in arms.items():
             print(f"[validate] {domain}: arm {arm} ({regime}), D={n_tokens}, seed {seed}")
             summary = run_cell(arm_config(cfg, domain, regime, n_tokens, str(sel["base"]), int(seed)))
-            run_arm[summary["run_id"]] = arm
+            run_arm[summary["run_id"]] = (arm, int(seed))
     return summary["experiment"], run_arm
 
 
@@ -73,14 +73,36 @@ def dos_saving(
     dos, rnd = (tuple(by[a][k] for k in PPL_KEYS[sel["stats"]]) for a in ("dos", "random"))
     if None not in dos + rnd:
         saving["law"] = saving_from_law(law.form, law.params, dos, rnd, float(n_tokens))
-    diff, thr, n = by["dos"]["domain_loss_vs_random"], by["dos"]["noise_threshold"], len(cfg[STAGE].seeds)
-    saving |= {"dos_minus_random": diff, "below_noise": by["dos"]["domain_loss_below_noise"]}
-    saving["verdict"] = (
-        f"DOS vs random differ by {diff:+.4f} nats, below the seed-noise threshold {thr:.3f}: not a finding "
-        f"({n} seed(s))" if saving["below_noise"] else
-        f"DOS is {'better' if diff < 0 else 'worse'} than random by {abs(diff):.4f} nats (threshold {thr:.3f}, {n} seed(s))"
-    )  # fmt: skip
+    vs = by["dos"].get("domain_loss_vs_random") or {}
+    saving |= {"dos_minus_random": vs.get("mean"), "ci": vs.get("ci"), "finding": vs.get("finding")}
+    saving["verdict"] = dos_verdict(vs)
     return saving
+
+
+def dos_verdict(vs: dict[str, Any]) -> str:
+    """One sentence on DOS vs random: the paired difference, its interval and whether it is a finding."""
+    if not vs or vs.get("mean") is None:
+        return "DOS vs random: no paired runs"
+    head = f"DOS minus random: {vs['mean']:+.4f} nats over {vs['n_seeds']} seed(s)"
+    if vs.get("ci") is None:
+        return f"{head}; {vs['message']}"
+    lo, hi = vs["ci"]
+    ci = f"{vs['level']:.0%} interval [{lo:+.4f}, {hi:+.4f}] from the measured seed noise"
+    if not vs["finding"]:
+        return f"{head}, {ci}: it contains zero, so no difference is shown (not a finding)"
+    return f"{head}, {ci}: DOS is {'better' if vs['mean'] < 0 else 'worse'} than random (a finding)"
+
+
+def predicted_losses(rows: list[dict[str, Any]], law: Any, stats: str) -> None:
+    """Each arm's domain loss predicted by the fitted perplexity-aware law at its (mu, sigma, D), beside the
+    realised one: how well the law that chose the subset foresaw the runs."""
+    for r in rows:
+        mu, sigma = (r.get(k) for k in PPL_KEYS[stats])
+        if None in (mu, sigma) or not r.get("n_tokens"):
+            continue
+        x = {"mu": [mu], "sigma": [sigma], "D": [r["n_tokens"]]}
+        r["predicted_domain_loss"] = float(law.form.predict(law.params, x)[0])
+        r["prediction_error"] = r["predicted_domain_loss"] / r["domain_loss"] - 1
 
 
 def log_summary(cfg: DictConfig, out: dict[str, Any], fig: Any) -> None:
@@ -109,7 +131,8 @@ def validate_domain(cfg: DictConfig, fits: dict, domain: str) -> dict[str, Any]:
     runs = tracking.runs_frame([exp])
     runs = runs[runs["run_id"].isin(list(run_arm))]
     table = build_fit_table(runs)
-    rows = arm_table(table, runs, run_arm, float(c.seed_noise))
+    rows = arm_table(table, runs, run_arm, float(c.level))
+    predicted_losses(rows, ppl_law(fits, domain, sel["stats"], str(cfg.select.law_choice)), sel["stats"])
     by = {r["arm"]: r for r in rows}
     curves = {a: mean_curve(table, by[a]["run_ids"]) for a in by}
     out: dict[str, Any] = {"domain": domain, "experiment": exp, "n_tokens": n_tokens, "arms": rows,
@@ -124,9 +147,17 @@ def validate_domain(cfg: DictConfig, fits: dict, domain: str) -> dict[str, Any]:
     return out
 
 
-def validation_metrics(domains: dict[str, Any]) -> dict[str, Any]:
-    """Per domain: each arm's losses and the DOS saving (from the curves and from the law), for DVC."""
-    return {d: {r["arm"]: {"domain_loss": r["domain_loss"], "general_loss": r["general_loss"]} for r in v["arms"]}
-            | {"saving_curve": (v["saving"].get("curve") or {}).get("fraction"),
-               "saving_law": (v["saving"].get("law") or {}).get("fraction")}
-            for d, v in domains.items()}  # fmt: skip
+def validation_metrics(domains: dict[str, Any], usage2: dict[str, Any]) -> dict[str, Any]:
+    """Per domain, for DVC: each arm's losses, DOS minus random, the DOS saving (curves, law), and the usage-2
+    check (r*, the best share run, whether the runs confirm r*)."""
+    out: dict[str, Any] = {
+        d: {r["arm"]: {"domain_loss": r["domain_loss"], "general_loss": r["general_loss"]} for r in v["arms"]}
+        | {"dos_minus_random": v["saving"].get("dos_minus_random"),
+           "saving_curve": (v["saving"].get("curve") or {}).get("fraction"),
+           "saving_law": (v["saving"].get("law") or {}).get("fraction")}
+        for d, v in domains.items()
+    }  # fmt: skip
+    for d, v in usage2.items():
+        out.setdefault(d, {})["usage2"] = {"r_star": v["r_star"], "best_run": v["best_run"],
+                                           "confirmed": v["confirmed"]}  # fmt: skip
+    return out

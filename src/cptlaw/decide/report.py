@@ -205,11 +205,11 @@ def validate_section(val: dict | None, selections: dict[str, dict], reports: Pat
         return lines + ["", "Validation runs: not run (`python -m cptlaw.stages.validate`).", ""]
     for d, v in val["domains"].items():
         lines += ["", f"### {d}: validation runs at D = {v['n_tokens']} tokens", ""]
-        lines += _table(["arm", "seeds", "domain loss", "Δ vs random", "general loss", "Δ vs random", "μ (ppl)", "σ (ppl)"],
+        lines += _table(["arm", "seeds", "domain loss", "predicted (ppl law)", "Δ vs random [interval]", "general loss",
+                         "Δ vs random [interval]", "μ (ppl)", "σ (ppl)"],
                         [[r["arm"], r["n_seeds"], _f(r["domain_loss"]) + (f" ± {_f(r['domain_loss_std'], '.3f')}" if r["domain_loss_std"] else ""),
-                          _f(r.get("domain_loss_vs_random"), "+.4f") + (" (below noise)" if r.get("domain_loss_below_noise") else ""),
-                          _f(r["general_loss"]), _f(r.get("general_loss_vs_random"), "+.4f") + (" (below noise)" if r.get("general_loss_below_noise") else ""),
-                          _f(r["ppl_mean"]), _f(r["ppl_std"])] for r in v["arms"]])  # fmt: skip
+                          _f(r.get("predicted_domain_loss")), _diff(r.get("domain_loss_vs_random")), _f(r["general_loss"]),
+                          _diff(r.get("general_loss_vs_random")), _f(r["ppl_mean"]), _f(r["ppl_std"])] for r in v["arms"]])  # fmt: skip
         sv = v.get("saving", {})
         if sv:
             lines += ["", f"- {sv.get('verdict', '')}"]
@@ -219,7 +219,31 @@ def validate_section(val: dict | None, selections: dict[str, dict], reports: Pat
                          + (f" ({cur['message']})" if cur.get("message") else "")
                          + (f"; law: {law['message']}" if law.get("message") else ""))  # fmt: skip
         lines += [""] + _img(reports / "plots" / "validate" / f"{d}_curves.png", reports, f"{d} curves")
+    for d, u in (val.get("usage2") or {}).items():
+        lines += usage2_check_section(d, u)
     return lines
+
+
+def _diff(vs: dict | None) -> str:
+    """A paired difference to random: mean, interval, and "not a finding" when the interval holds zero."""
+    if not vs or vs.get("mean") is None:
+        return "—"
+    if vs.get("ci") is None:
+        return f"{vs['mean']:+.4f} (1 seed: no verdict)"
+    lo, hi = vs["ci"]
+    return f"{vs['mean']:+.4f} [{lo:+.4f}, {hi:+.4f}]" + ("" if vs["finding"] else " (within noise)")
+
+
+def usage2_check_section(d: str, u: dict[str, Any]) -> list[str]:
+    """Predicted vs realised domain loss of the runs at r* and r* ± delta (as D-CPT's Table 5), and the verdict."""
+    laws = list(dict.fromkeys(k for r in u["runs"] for k in r["predicted"]))
+    lines = ["", f"### {d}: usage 2 checked by new runs (r* = {u['r_star']:.3f}, D_d = {u['domain_tokens']:.0f} domain "
+             f"tokens, N = {u['n_params']:.3g})", ""]  # fmt: skip
+    rows = [[f"{r['r']:g}", r["seed"], _f(r["D"], ".0f"), _f(r["domain_loss"])]
+            + [f"{_f(r['predicted'].get(k))} ({_f(100 * (r['predicted'][k] / r['domain_loss'] - 1), '+.2f')}%)"
+               if k in r["predicted"] else "—" for k in laws] for r in u["runs"]]  # fmt: skip
+    lines += _table(["r", "seed", "D", "realised domain loss"] + [f"predicted: {k}" for k in laws], rows)
+    return lines + ["", f"- {u['verdict']}", ""]
 
 
 def render(fits: dict, rec: dict | None, selections: dict[str, dict], val: dict | None, reports: Path,
@@ -232,9 +256,11 @@ def render(fits: dict, rec: dict | None, selections: dict[str, dict], val: dict 
             )
     for d, v in (val or {}).get("domains", {}).items():
         if any(r["n_seeds"] < 2 for r in v["arms"]):
-            diags.append(f"{d}: validation arms ran with < 2 seeds; differences are judged against the assumed seed "
-                         f"noise {v['arms'][0]['noise_threshold']:.3f} nats (seeds of tiny models differ by 0.02-0.04), "
-                         "not a measured one")  # fmt: skip
+            diags.append(f"{d}: validation arms ran with < 2 seeds: seed noise is not measured, so DOS vs random "
+                         "has no verdict (set `validate.seeds` to >= 3 seeds)")  # fmt: skip
+    for d, u in (val or {}).get("usage2", {}).items():
+        if u.get("confirmed") is False:
+            diags.append(f"{d}: {u['verdict']}")
     lines = ["# cptlaw report", "",
              " · ".join(f"{k}: `{v}`" for k, v in provenance.items()), ""]  # fmt: skip
     lines += fl + recommend_section(rec, reports) + validate_section(val, selections, reports)

@@ -5,59 +5,74 @@ Data saving = D'/D, the fraction of random selection's tokens D that DOS needs t
 - from the law: solve `L(mu_dos, sigma_dos, D') = L(mu_random, sigma_random, D)` for D' (Liu et al. 2025);
 - from the runs: the first D' at which DOS's eval curve (mean over seeds) falls to random's final loss,
   log-linear interpolation between eval points.
-A difference below the seed noise (`validate.seed_noise`: tiny models trained from different seeds differ by
-0.02-0.04 nats; or twice the measured seed std when there are >= 2 seeds) is reported as such, not as a finding.
+DOS vs random is a paired difference over seeds with a Student-t interval from the measured seed-to-seed
+spread; it is "a finding" only when that interval excludes zero (the threshold is derived from the runs' own
+noise, never assumed), and one seed gives no verdict.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import brentq
+from scipy.stats import t as student_t
+
+
+def paired_difference(a: Mapping[int, float], b: Mapping[int, float], level: float = 0.9) -> dict[str, Any]:
+    """Mean of `a - b` over the seeds both arms ran, with a Student-t interval from the measured seed-to-seed
+    spread of the differences: the threshold for "a finding" is that interval's half-width, derived from the
+    runs' own noise rather than assumed. One seed measures no noise, so it gives no verdict."""
+    seeds = sorted(set(a) & set(b))
+    d = np.array([a[s] - b[s] for s in seeds], float)
+    out: dict[str, Any] = {"n_seeds": len(seeds), "level": level, "mean": float(d.mean()) if d.size else None}
+    if d.size < 2:
+        return out | {"ci": None, "half_width": None, "finding": None,
+                      "message": f"{d.size} paired seed(s): no measured seed noise, no verdict (run >= 3 seeds)"}  # fmt: skip
+    se = float(d.std(ddof=1) / math.sqrt(d.size))
+    hw = float(student_t.ppf(0.5 + level / 2, d.size - 1) * se)
+    return out | {"sd": float(d.std(ddof=1)), "se": se, "half_width": hw,
+                  "ci": [out["mean"] - hw, out["mean"] + hw], "finding": bool(abs(out["mean"]) > hw)}  # fmt: skip
 
 
 def arm_table(
-    table: pd.DataFrame, runs: pd.DataFrame, arms: dict[str, str], noise: float
+    table: pd.DataFrame, runs: pd.DataFrame, arms: Mapping[str, tuple[str, int]], level: float = 0.9
 ) -> list[dict[str, Any]]:
-    """One row per arm: final domain/general loss (mean, seed std), landscape, difference vs random.
+    """One row per arm: final domain/general loss (mean, seed std), landscape, and its paired difference to
+    random (`paired_difference`, per loss) when a `random` arm ran.
 
     `table`: fitting-table rows of the validation runs (`cptlaw.fit_table.build_fit_table`); `runs`: their
-    MLflow rows; `arms`: run id -> arm name.
+    MLflow rows; `arms`: run id -> (arm name, seed).
     """
-    out = []
     final = table.sort_values("D").groupby("run_id").tail(1).set_index("run_id")
-    by_arm: dict[str, list[str]] = {}
-    for rid, arm in arms.items():
-        by_arm.setdefault(arm, []).append(rid)
     meta = runs.set_index("run_id")
-    for arm, rids in by_arm.items():
-        f = final.loc[[r for r in rids if r in final.index]]
-        m = meta.loc[[r for r in rids if r in meta.index]]
-        dl, gl = f["domain_loss"].to_numpy(float), f["general_loss"].to_numpy(float)
-        out.append({
-            "arm": arm, "n_seeds": len(f), "run_ids": rids,
-            "domain_loss": float(dl.mean()), "domain_loss_std": float(dl.std(ddof=1)) if len(dl) > 1 else None,
-            "general_loss": float(gl.mean()), "general_loss_std": float(gl.std(ddof=1)) if len(gl) > 1 else None,
-            "ppl_mean": _mean(m, "metrics.ppl_mean"), "ppl_std": _mean(m, "metrics.ppl_std"),
-            "log_ppl_mean": _mean(m, "metrics.log_ppl_mean"), "log_ppl_std": _mean(m, "metrics.log_ppl_std"),
-            "n_tokens": float(f["D"].max()) if len(f) else None, "domain_epochs": _mean(m, "metrics.domain_epochs"),
-        })  # fmt: skip
+    by_arm: dict[str, dict[int, str]] = {}
+    for rid, (arm, seed) in arms.items():
+        if rid in final.index:
+            by_arm.setdefault(arm, {})[int(seed)] = rid
+    out = [_arm_row(arm, seeds, final, meta) for arm, seeds in by_arm.items()]
     ref = next((r for r in out if r["arm"] == "random"), None)
-    stds = [r[k] for r in out for k in ("domain_loss_std",) if r[k] is not None]
-    threshold = max(noise, 2 * max(stds)) if stds else noise
-    for r in out:
-        if ref is None:
-            continue
+    for r in out if ref is not None else []:
         for k in ("domain_loss", "general_loss"):
-            diff = r[k] - ref[k]
-            r[f"{k}_vs_random"] = diff
-            r[f"{k}_below_noise"] = bool(abs(diff) < threshold) if r is not ref else None
-    for r in out:
-        r["noise_threshold"] = threshold
+            r[f"{k}_vs_random"] = paired_difference(r[f"{k}_by_seed"], ref[f"{k}_by_seed"], level)
     return out
+
+
+def _arm_row(arm: str, seeds: dict[int, str], final: pd.DataFrame, meta: pd.DataFrame) -> dict[str, Any]:
+    rids = list(seeds.values())
+    f, m = final.loc[rids], meta.loc[[r for r in rids if r in meta.index]]
+    row: dict[str, Any] = {"arm": arm, "n_seeds": len(f), "run_ids": rids, "seeds": sorted(seeds)}
+    for k in ("domain_loss", "general_loss"):
+        v = f[k].to_numpy(float)
+        row |= {k: float(v.mean()), f"{k}_std": float(v.std(ddof=1)) if len(v) > 1 else None,
+                f"{k}_by_seed": {s: float(final.loc[rid, k]) for s, rid in seeds.items()}}  # fmt: skip
+    row |= {"ppl_mean": _mean(m, "metrics.ppl_mean"), "ppl_std": _mean(m, "metrics.ppl_std"),
+            "log_ppl_mean": _mean(m, "metrics.log_ppl_mean"), "log_ppl_std": _mean(m, "metrics.log_ppl_std"),
+            "n_tokens": float(f["D"].max()), "domain_epochs": _mean(m, "metrics.domain_epochs")}  # fmt: skip
+    return row
 
 
 def _mean(frame: pd.DataFrame, col: str) -> float | None:
