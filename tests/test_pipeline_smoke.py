@@ -59,6 +59,10 @@ def test_repro_builds_every_artifact(project):
     assert domain and all(f["r2"] > 0.5 for f in domain.values())  # fitted from the real smoke runs
     report = (root / "reports" / "report.md").read_text()
     assert "## Fits" in report and "validation runs" in report
+    check = json.loads((root / "reports" / "validate.json").read_text())["usage2"]["medical"]
+    assert len(check["runs"]) >= 4 and check["verdict"] and "usage 2 checked by new runs" in report
+    dos = json.loads((root / "reports" / "validate.json").read_text())["domains"]["medical"]["saving"]
+    assert dos["ci"] is not None and dos["verdict"] in report  # 2 paired seeds: an interval, not an assumption
 
 
 def test_runs_are_in_the_sqlite_store(project, monkeypatch):
