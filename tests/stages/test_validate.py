@@ -41,6 +41,9 @@ def compose_cfg(root, *extra):
                                             "select.n_tokens=640", "validate.eval_points=3", "validate.seeds=[0,1]", *extra])  # fmt: skip
 
 
+NO_RATIO = "validate.ratio.domains=[]"  # the DOS arms alone (the smoke profile also re-runs usage 2)
+
+
 @pytest.mark.slow
 def test_validate_compares_arms_and_is_idempotent(fixture_project, capsys):
     from cptlaw import tracking
@@ -48,8 +51,8 @@ def test_validate_compares_arms_and_is_idempotent(fixture_project, capsys):
     from cptlaw.stages.select import run as select
     from cptlaw.stages.validate import run as validate
 
-    select(compose_cfg(fixture_project))
-    out = validate(compose_cfg(fixture_project))["domains"]["medical"]
+    select(compose_cfg(fixture_project, NO_RATIO))
+    out = validate(compose_cfg(fixture_project, NO_RATIO))["domains"]["medical"]
     arms = {r["arm"]: r for r in out["arms"]}
     assert set(arms) == {"dos", "random", "low", "middle", "high"}
     for r in arms.values():
@@ -72,11 +75,11 @@ def test_validate_compares_arms_and_is_idempotent(fixture_project, capsys):
         > 0
     )
     # a second run trains nothing new (config hash), and the report renders the table
-    validate(compose_cfg(fixture_project))
+    validate(compose_cfg(fixture_project, NO_RATIO))
     assert capsys.readouterr().out.count("skip: finished as run") == 10
     runs = tracking.runs_frame(["validate-medical"])
     assert (runs["tags.cptlaw.stage"] == "cpt").sum() == 10
-    md = report(compose_cfg(fixture_project)).read_text()
+    md = report(compose_cfg(fixture_project, NO_RATIO)).read_text()
     assert "validation runs at D = 640" in md and "| dos | 2 |" in md and "Data saving" in md
 
 
