@@ -374,11 +374,65 @@ def plot(result: dict[str, Any], png: Path) -> None:
     plt.close(fig)
 
 
+def by_shape(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """A stage's runs grouped by shape (the seeds of one size together)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in result["runs"]:
+        groups.setdefault(f"d{r['shape']['d_model']} L{r['shape']['n_layers']}", []).append(r)
+    return groups
+
+
+def seed_table(result: dict[str, Any]) -> str:
+    """Mean over seeds and seed spread (max - min) of the final nats/token per validation set and shape."""
+    names = ("general", *DOMAINS)
+    lines = ["| shape | N | seeds | CPU-s (mean) | " + " | ".join(f"{n} nats/tok (spread)" for n in names) + " |",
+             "|---|---:|---:|---:|" + "---:|" * len(names)]  # fmt: skip
+    for shape, runs in by_shape(result).items():
+        cells = []
+        for n in names:
+            vals = [r["final"][n]["nats_per_token"] for r in runs]
+            cells.append(f"{np.mean(vals):.3f} ({max(vals) - min(vals):.3f})")
+        cpu = np.mean([r["cpu_s"] for r in runs])
+        lines.append(
+            f"| {shape} | {runs[0]['n_params']:,} | {len(runs)} | {cpu:.0f} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
+def plot_sizes(result: dict[str, Any], png: Path) -> None:
+    """Final nats/token on every validation set vs non-embedding N (one marker per seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=90)
+    for name in ("general", *DOMAINS):
+        xs = [r["n_params"] for r in result["runs"]]
+        ax.scatter(xs, [r["final"][name]["nats_per_token"] for r in result["runs"]], s=14, label=name)
+        means = {n: np.mean([r["final"][name]["nats_per_token"] for r in result["runs"] if r["n_params"] == n])
+                 for n in sorted(set(xs))}  # fmt: skip
+        ax.plot(list(means), list(means.values()), alpha=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("non-embedding parameters N")
+    ax.set_ylabel("final val loss (nats/token)")
+    ax.set_title(f"speedrun: {result['stage']} (final, per seed)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
 def report(out: Path) -> None:
+    """A PNG of every stage JSON in `out` and its markdown tables on stdout."""
     for path in sorted(out.glob("*.json")):
         result = json.loads(path.read_text())
         plot(result, path.with_suffix(".png"))
         print(f"## {path.stem} ({result['cpu']}, torch {result['torch']})\n\n{table(result)}\n")
+        if result["stage"] == "sizes":
+            plot_sizes(result, path.with_name(f"{path.stem}-final.png"))
+            print(f"{seed_table(result)}\n")
 
 
 def main() -> None:
