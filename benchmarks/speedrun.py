@@ -425,13 +425,16 @@ def plot_sizes(result: dict[str, Any], png: Path) -> None:
 
 
 def report(out: Path) -> None:
-    """A PNG of every stage JSON in `out` and its markdown tables on stdout."""
+    """A PNG per stage (the JSONs of one stage, e.g. run as parallel parts, merged) and its markdown tables."""
+    stages: dict[str, dict[str, Any]] = {}
     for path in sorted(out.glob("*.json")):
         result = json.loads(path.read_text())
-        plot(result, path.with_suffix(".png"))
-        print(f"## {path.stem} ({result['cpu']}, torch {result['torch']})\n\n{table(result)}\n")
-        if result["stage"] == "sizes":
-            plot_sizes(result, path.with_name(f"{path.stem}-final.png"))
+        stages.setdefault(result["stage"], {**result, "runs": []})["runs"].extend(result["runs"])
+    for stage, result in stages.items():
+        plot(result, out / f"{stage}.png")
+        print(f"## {stage} ({result['cpu']}, torch {result['torch']})\n\n{table(result)}\n")
+        if stage == "sizes":
+            plot_sizes(result, out / f"{stage}-final.png")
             print(f"{seed_table(result)}\n")
 
 
