@@ -322,6 +322,8 @@ def run_stage(stage: str, a: argparse.Namespace) -> Path:
     result: dict[str, Any] = {"stage": stage, "cpu": cpu_model(), "torch": torch.__version__, "runs": []}
     corpora: dict[int, Corpus] = {}
     for run in stage_runs(stage, a):
+        if a.only and not any(part in run.name for part in a.only):
+            continue
         if run.vocab not in corpora:
             corpora[run.vocab] = load_corpus(a.data, run.vocab, a.out / "cache")
         print(f"[speedrun] {stage}: {run.name}", flush=True)
@@ -456,6 +458,9 @@ def main() -> None:
     ap.add_argument("--cpu-s", type=float, default=60.0, help="CPU-second budget per run")
     ap.add_argument("--tokens", type=int, default=None, help="token budget per run (instead of --cpu-s)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--only", nargs="+", default=None, help="run only the runs whose name contains one of these"
+    )
     ap.add_argument("--vocabs", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     ap.add_argument("--lrs", type=float, nargs="+", default=[2e-3, 5e-3, 1e-2, 2e-2])
     ap.add_argument("--shapes", nargs="+", default=["64x2", "96x3", "128x4"])
