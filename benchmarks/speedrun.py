@@ -24,6 +24,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -351,6 +352,7 @@ def table(result: dict[str, Any]) -> str:
 def plot(result: dict[str, Any], png: Path) -> None:
     """General val nats/char (quick set) vs CPU-seconds, one curve per run."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -365,7 +367,11 @@ def plot(result: dict[str, Any], png: Path) -> None:
             ms=3,
             label=r["run"]["name"],
         )
+    xmax = max(p["cpu_s"] for r in result["runs"] for p in r["curve"])
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks([t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500) if t <= 1.5 * xmax])
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("training CPU-seconds (process time, evaluations excluded)")
     ax.set_ylabel("general val loss (nats/char)")
     ax.set_title(f"speedrun: {result['stage']}")
@@ -427,16 +433,19 @@ def plot_sizes(result: dict[str, Any], png: Path) -> None:
 
 
 def report(out: Path) -> None:
-    """A PNG per stage (the JSONs of one stage, e.g. run as parallel parts, merged) and its markdown tables."""
-    stages: dict[str, dict[str, Any]] = {}
+    """A PNG and markdown tables per output name; `<name>-<letter>` JSONs (parts of one study run as parallel
+    processes) are merged into `<name>`."""
+    groups: dict[str, dict[str, Any]] = {}
     for path in sorted(out.glob("*.json")):
         result = json.loads(path.read_text())
-        stages.setdefault(result["stage"], {**result, "runs": []})["runs"].extend(result["runs"])
-    for stage, result in stages.items():
-        plot(result, out / f"{stage}.png")
-        print(f"## {stage} ({result['cpu']}, torch {result['torch']})\n\n{table(result)}\n")
-        if stage == "sizes":
-            plot_sizes(result, out / f"{stage}-final.png")
+        key = re.sub(r"-[A-Za-z]$", "", path.stem)
+        groups.setdefault(key, {**result, "runs": []})["runs"].extend(result["runs"])
+    for key, result in groups.items():
+        result["stage"] = key
+        plot(result, out / f"{key}.png")
+        print(f"## {key} ({result['cpu']}, torch {result['torch']})\n\n{table(result)}\n")
+        if key.startswith("sizes"):
+            plot_sizes(result, out / f"{key}-final.png")
             print(f"{seed_table(result)}\n")
 
 
