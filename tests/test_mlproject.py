@@ -21,7 +21,7 @@ def test_mlflow_run_fit_entry_point_makes_one_run(mlflow_uri, tmp_path):
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("mlflow")), "run", str(REPO), "-e", "fit", "--env-manager", "local",
-         "--experiment-name", "fit", "-P", "profile=smoke", "-P", "n_starts=16"],
+         "--experiment-name", "fit", "-P", "profile=smoke", "-P", "n_starts=16", "-P", "runs=store"],
         capture_output=True, text=True, env=env, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -62,7 +62,9 @@ def test_repro_builds_every_artifact(project):
     check = json.loads((root / "reports" / "validate.json").read_text())["usage2"]["medical"]
     assert len(check["runs"]) >= 4 and check["verdict"] and "usage 2 checked by new runs" in report
     dos = json.loads((root / "reports" / "validate.json").read_text())["domains"]["medical"]["saving"]
-    assert dos["ci"] is not None and dos["verdict"] in report  # 2 paired seeds: an interval, not an assumption
+    assert (
+        dos["ci"] is not None and dos["verdict"] in report
+    )  # 2 paired seeds: an interval, not an assumption
 
 
 def test_runs_are_in_the_sqlite_store(project, monkeypatch):

@@ -87,7 +87,7 @@ def test_fit_stage_fits_from_the_server(mlflow_server, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[
-            "profile=smoke", "domains=[medical]", "fit.n_starts=8", "fit.n_refine=4", "fit.n_polish=2",
+            "profile=smoke", "domains=[medical]", "fit.runs=store", "fit.n_starts=8", "fit.n_refine=4", "fit.n_polish=2",
             "fit.bootstrap=0", "fit.ppl_stats=[ppl]", "fit.holdouts.domain=[]", "fit.holdouts.general=[]",
             "fit.holdouts.ppl=[]", "fit.holdouts.cross=[]", "fit.plots=false",
         ])  # fmt: skip

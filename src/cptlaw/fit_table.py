@@ -56,9 +56,13 @@ def build_fit_table(
     return table.astype({"N": float, "D": float, "r": float, "seed": int}) if len(table) else table
 
 
-def fit_table_from_experiments(exp_names: list[str]) -> tuple[pd.DataFrame, list[str]]:
-    """(fitting table, source run ids) of the FINISHED runs of the named experiments."""
+def fit_table_from_experiments(
+    exp_names: list[str], run_ids: set[str] | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """(fitting table, source run ids) of the FINISHED runs of the named experiments (only `run_ids` if given)."""
     runs = tracking.runs_frame(exp_names, finished_only=True)
+    if run_ids is not None and not runs.empty:
+        runs = runs[runs["run_id"].isin(run_ids)]
     if not runs.empty and "tags.cptlaw.stage" in runs:  # sweep parent runs hold no points
         runs = runs[runs["tags.cptlaw.stage"].fillna("cpt") != "sweep"]
     if not runs.empty and "tags.cptlaw.config_hash" in runs:  # a forced re-run counts once: the newest

@@ -13,14 +13,17 @@ the laws: the stage reads the tracking store and writes the files.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from cptlaw.errors import FitStageError
 from cptlaw.laws import (
     REGISTRY,
     FitError,
@@ -253,3 +256,17 @@ def fit_metrics(results: Mapping[str, Any]) -> dict[str, Any]:
                     held["skill_vs_naive"] = s["skill"]
                 m[name][s["form"]][f"heldout_{s['split']}"] = held
     return m
+
+
+def pipeline_run_ids(sweeps_dir: str | Path) -> set[str]:
+    """Run ids of the cells in the sweep summaries (`reports/sweeps/*.json`): the runs the current sweeps made
+    or reused. Runs of earlier base models, tokenizers or corpora stay in the store but are not these."""
+    files = sorted(Path(sweeps_dir).glob("*.json"))
+    if not files:
+        raise FitStageError(
+            f"no sweep summaries in {sweeps_dir}: run the CPT sweeps (dvc repro cpt_dcpt cpt_ppl), or set "
+            "fit.runs=store to fit every finished run in the tracking store"
+        )
+    return {
+        str(r["run_id"]) for f in files for r in json.loads(f.read_text()).get("runs", []) if r.get("run_id")
+    }

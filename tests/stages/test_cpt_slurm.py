@@ -83,7 +83,7 @@ def test_slurm_array_sweep_lands_in_mlflow_and_fits(cpt_project, mlflow_uri, tmp
 
     fit = subprocess.run(
         [sys.executable, "-m", "cptlaw.stages.fit", f"paths.root={cpt_project}", "profile=smoke", "domains=[medical]",
-         f"paths.reports={tmp_path}/reports", "fit.bootstrap=0", "fit.n_starts=8", "fit.plots=false",
+         f"paths.reports={tmp_path}/reports", "fit.runs=store", "fit.bootstrap=0", "fit.n_starts=8", "fit.plots=false",
          f"hydra.run.dir={tmp_path}/fit"],
         env=_env(cpt_project, slurm_cluster), capture_output=True, text=True, timeout=600,
     )  # fmt: skip

@@ -16,8 +16,8 @@ def test_fit_stage_end_to_end(mlflow_uri, tmp_path, monkeypatch):
     monkeypatch.setenv("CPTLAW_ROOT", str(tmp_path))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[
-            "profile=smoke", "domains=[medical,code]", "fit.n_starts=8", "fit.n_refine=4", "fit.n_polish=2",
-            "fit.bootstrap=2", "fit.ppl_stats=[ppl]", "fit.holdouts.cross=[]", "fit.max_holdout_groups=2", "fit.holdouts.domain=[N]", "fit.holdouts.general=[r]",
+            "profile=smoke", "domains=[medical,code]", "fit.runs=store", "fit.n_starts=8", "fit.n_refine=4",
+            "fit.n_polish=2", "fit.bootstrap=2", "fit.ppl_stats=[ppl]", "fit.holdouts.cross=[]", "fit.max_holdout_groups=2", "fit.holdouts.domain=[N]", "fit.holdouts.general=[r]",
             "fit.laws.general=[dcpt,dcpt_forgetting]", "fit.laws.ppl=[ppl_nointeraction]",
         ])  # fmt: skip
     from cptlaw.stages.fit import run
@@ -56,3 +56,28 @@ def test_fit_stage_end_to_end(mlflow_uri, tmp_path, monkeypatch):
         fit_stage.run(cfg)
     assert (reports / "fit_table.csv").read_bytes() == table
     assert (reports / "fits.json").read_bytes() == fits_json
+
+
+def test_fit_takes_the_runs_of_the_current_sweeps_only(mlflow_uri, tmp_path, monkeypatch):
+    """Runs of earlier base models stay in the store; `fit.runs=sweeps` fits only the cells the sweep summaries
+    list (what the current sweeps made or reused), `fit.runs=store` every finished run."""
+    from cptlaw.errors import FitStageError
+    from cptlaw.stages.fit import load_tables
+
+    n_runs = log_runs(mlflow_uri)
+    monkeypatch.setenv("CPTLAW_ROOT", str(tmp_path))
+
+    def cfg(*extra):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=["profile=smoke", "domains=[medical,code]", *extra])
+
+    with pytest.raises(FitStageError, match="no sweep summaries .* fit.runs=store"):
+        load_tables(cfg())
+    current = list(tracking.runs_frame(["dcpt-medical"])["run_id"])[:5]
+    sweeps = tmp_path / "reports" / "sweeps"
+    sweeps.mkdir(parents=True)
+    (sweeps / "dcpt_grid.json").write_text(json.dumps({"runs": [{"run_id": r} for r in current]}))
+    assert sorted(load_tables(cfg())[2]) == sorted(current)
+    assert len(load_tables(cfg("fit.runs=store"))[2]) == n_runs
+    with pytest.raises(FitStageError, match="fit.runs"):
+        load_tables(cfg("fit.runs=everything"))

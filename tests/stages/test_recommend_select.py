@@ -138,7 +138,12 @@ def test_select_boundary_optimum_is_soft(project, synth, capsys):
         ("select", "noppl", [], "no usable law for `ppl_medical`"),
         ("recommend", "nodomain", ["domains=[medical]"], "fits.json has no target `general_medical`"),
         ("validate", "fits", [], "selection.json does not exist: run the select stage"),
-        ("validate", "fits", ["validate.domains=[]"], "recommend.json does not exist: run the recommend stage"),
+        (
+            "validate",
+            "fits",
+            ["validate.domains=[]"],
+            "recommend.json does not exist: run the recommend stage",
+        ),
         ("report", "none", [], "fits.json does not exist: run the fit stage"),
     ],
 )

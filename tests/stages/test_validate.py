@@ -93,6 +93,10 @@ def test_validate_checks_usage2_by_new_runs(fixture_project, capsys):
     grid = run_cell(compose_cfg(fixture_project, "cpt.study=dcpt", "cpt.r=0.5", "cpt.n_tokens=640"))
     n_params = float(tracking.runs_frame(["dcpt-medical"]).iloc[0]["metrics.n_params"])
     reports = fixture_project / "reports"
+    table = pd.read_csv(reports / "fit_table.csv")  # the grid run is among the fitted ones
+    pd.concat(
+        [table, pd.DataFrame([{"run_id": grid["run_id"], "domain": "medical", "study": "dcpt"}])]
+    ).to_csv(reports / "fit_table.csv", index=False)
     fits = json.loads((reports / "fits.json").read_text())
     dcpt = dict(E=1.0, A=50.0, B=20.0, C=0.5, alpha=0.3, beta=0.4, eta=0.2, gamma=0.3, epsilon=1e-3)
     fit = {"params": dcpt, "r2": 0.9, "huber": 1e-4, "at_bounds": []}

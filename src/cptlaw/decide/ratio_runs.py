@@ -40,7 +40,7 @@ def ratio_verdict(losses: dict[float, dict[int, float]], r_star: float, level: f
     means = {r: float(np.mean(list(v.values()))) for r, v in losses.items()}
     best = min(means, key=means.get)
     out: dict[str, Any] = {
-        "r_star": r_star,
+        "r_star_run": r_star,
         "best_run": best,
         "mean_loss": {f"{r:g}": m for r, m in means.items()},
     }
@@ -63,12 +63,15 @@ def ratio_verdict(losses: dict[float, dict[int, float]], r_star: float, level: f
                   "the runs do not confirm the law's recommendation"}  # fmt: skip
 
 
-def grid_base(domain: str, prefix: str, n_params: float) -> tuple[str, str]:
-    """(base model, regime) of the D-CPT grid runs of `domain` at size `n_params`: the runs usage 2 came from."""
+def grid_base(domain: str, prefix: str, n_params: float, fitted: set[str]) -> tuple[str, str]:
+    """(base model, regime) of the D-CPT grid runs of `domain` at size `n_params` that the laws were fitted on
+    (`fitted` run ids): the runs usage 2 came from, not older runs left in the store."""
     runs = tracking.runs_frame([layout.cpt_experiment("dcpt", domain, prefix)])
+    if not runs.empty:
+        runs = runs[runs["run_id"].isin(fitted)]
     if runs.empty:
         raise DecisionError(
-            f"no D-CPT grid runs of `{domain}` to validate usage 2 against: run the cpt stage"
+            f"no fitted D-CPT grid runs of `{domain}` to validate usage 2 against: run the fit stage"
         )
     at = runs[np.isclose(runs["metrics.n_params"].astype(float), n_params, rtol=1e-6)]
     if at.empty:
@@ -93,7 +96,8 @@ def train_ratios(cfg: DictConfig, domain: str, u2: dict[str, Any]) -> dict[str, 
     from cptlaw.lm.cpt_run import run_cell  # torch: only when runs are trained
 
     c = cfg[STAGE].ratio
-    base, regime = grid_base(domain, layout.prefix(cfg), float(u2["n_params"]))
+    fitted = set(pd.read_csv(layout.fit_table_file(cfg), usecols=["run_id"], dtype=str)["run_id"])
+    base, regime = grid_base(domain, layout.prefix(cfg), float(u2["n_params"]), fitted)
     out: dict[str, tuple[float, int]] = {}
     for seed in c.seeds:
         for r in ratio_points(float(u2["r_domain"]), float(c.delta), float(c.r_min)):
@@ -138,6 +142,12 @@ def validate_ratio(cfg: DictConfig, fits: dict, rec: dict, domain: str) -> dict[
     losses: dict[float, dict[int, float]] = {}
     for row in rows:
         losses.setdefault(row["r"], {})[row["seed"]] = row["domain_loss"]
-    return {"domain": domain, "law": u2["law"], "r_star": float(u2["r_domain"]), "n_params": float(u2["n_params"]),
-            "domain_tokens": float(u2["domain_tokens"]), "runs": sorted(rows, key=lambda x: (x["r"], x["seed"])),
-            **ratio_verdict(losses, float(u2["r_domain"]), float(cfg[STAGE].level))}  # fmt: skip
+    r_star, r_min = float(u2["r_domain"]), float(cfg[STAGE].ratio.r_min)
+    out = {"domain": domain, "law": u2["law"], "r_star": r_star, "n_params": float(u2["n_params"]),
+           "domain_tokens": float(u2["domain_tokens"]), "runs": sorted(rows, key=lambda x: (x["r"], x["seed"])),
+           **ratio_verdict(losses, r_star, float(cfg[STAGE].level))}  # fmt: skip
+    if r_star < r_min:  # the law's r* would need D = D_d / r* tokens: the smallest share run stands in for it
+        out["verdict"] = (f"r* = {r_star:.3g} lies below validate.ratio.r_min = {r_min:g} (a run at r* would need "
+                          f"D = {u2['domain_tokens'] / r_star:.3g} tokens), so r = {out['r_star_run']:g} stands in "
+                          f"for it: {out['verdict']}")  # fmt: skip
+    return out

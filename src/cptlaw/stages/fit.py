@@ -31,9 +31,12 @@ log = logging.getLogger("cptlaw.fit")
 
 def load_tables(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """The D-CPT table (with each domain's k1, k2 from its probe runs), the ppl-regime table, source run ids."""
-    dcpt, ids_d = fit_table_from_experiments(layout.cpt_experiments(cfg, "dcpt", cfg.domains))
-    ppl, ids_p = fit_table_from_experiments(layout.cpt_experiments(cfg, "ppl_regimes", cfg.domains))
-    probe, ids_k = fit_table_from_experiments(layout.cpt_experiments(cfg, "probe", cfg.domains))
+    if cfg.fit.runs not in ("sweeps", "store"):
+        raise FitStageError(f"`fit.runs` must be `sweeps` or `store`, got {cfg.fit.runs!r}")
+    only = None if cfg.fit.runs == "store" else fitting.pipeline_run_ids(layout.reports(cfg) / "sweeps")
+    dcpt, ids_d = fit_table_from_experiments(layout.cpt_experiments(cfg, "dcpt", cfg.domains), only)
+    ppl, ids_p = fit_table_from_experiments(layout.cpt_experiments(cfg, "ppl_regimes", cfg.domains), only)
+    probe, ids_k = fit_table_from_experiments(layout.cpt_experiments(cfg, "probe", cfg.domains), only)
     source = sorted(set(ids_d) | set(ids_p) | set(ids_k))
     if not source:
         raise FitStageError(
