@@ -270,3 +270,10 @@ def pipeline_run_ids(sweeps_dir: str | Path) -> set[str]:
     return {
         str(r["run_id"]) for f in files for r in json.loads(f.read_text()).get("runs", []) if r.get("run_id")
     }
+
+
+def source_run_ids(mode: str, sweeps_dir: str | Path) -> set[str] | None:
+    """The run ids the fit stage may use: those of the sweep summaries (`sweeps`), or None for every run (`store`)."""
+    if mode not in ("sweeps", "store"):
+        raise FitStageError(f"`fit.runs` must be `sweeps` or `store`, got {mode!r}")
+    return pipeline_run_ids(sweeps_dir) if mode == "sweeps" else None

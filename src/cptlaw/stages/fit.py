@@ -2,8 +2,8 @@
 
     python -m cptlaw.stages.fit [fit.n_starts=64 fit.bootstrap=200 'fit.laws.domain=[dcpt, "E + B/D**beta"]']
 
-Outputs: `reports/fits.json` (with provenance), `reports/fit_table.csv`, `reports/metrics/fit.json`,
-`reports/plots/fit/*.png` and an MLflow `fit` run holding the source run ids.
+Inputs: the runs of `reports/sweeps/*.json` (`fit.runs=store`: every finished run). Outputs: `reports/fits.json`,
+`reports/fit_table.csv`, `reports/metrics/fit.json`, `reports/plots/fit/*.png`, an MLflow `fit` run.
 """
 
 from __future__ import annotations
@@ -31,9 +31,7 @@ log = logging.getLogger("cptlaw.fit")
 
 def load_tables(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """The D-CPT table (with each domain's k1, k2 from its probe runs), the ppl-regime table, source run ids."""
-    if cfg.fit.runs not in ("sweeps", "store"):
-        raise FitStageError(f"`fit.runs` must be `sweeps` or `store`, got {cfg.fit.runs!r}")
-    only = None if cfg.fit.runs == "store" else fitting.pipeline_run_ids(layout.reports(cfg) / "sweeps")
+    only = fitting.source_run_ids(str(cfg.fit.runs), layout.reports(cfg) / "sweeps")
     dcpt, ids_d = fit_table_from_experiments(layout.cpt_experiments(cfg, "dcpt", cfg.domains), only)
     ppl, ids_p = fit_table_from_experiments(layout.cpt_experiments(cfg, "ppl_regimes", cfg.domains), only)
     probe, ids_k = fit_table_from_experiments(layout.cpt_experiments(cfg, "probe", cfg.domains), only)
