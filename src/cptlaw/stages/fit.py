@@ -2,9 +2,8 @@
 
     python -m cptlaw.stages.fit [fit.n_starts=64 fit.bootstrap=200 'fit.laws.domain=[dcpt, "E + B/D**beta"]']
 
-Inputs: the runs of `reports/sweeps/*.json` (`fit.runs=store`: every finished run). Outputs: `reports/fits.json`,
-`reports/fit_table.csv`, `reports/metrics/fit.json`, `reports/plots/fit/*.png`, an MLflow `fit` run.
-"""
+Inputs: the runs of `reports/sweeps/*.json` (`fit.runs=store`: all). Outputs: `reports/fits.json`,
+`reports/fit_table.csv`, `reports/metrics/fit.json`, `reports/plots/fit/*.png`, an MLflow `fit` run."""
 
 from __future__ import annotations
 
