@@ -61,15 +61,12 @@ def train_arms(
     return summary["experiment"], run_arm
 
 
-def dos_saving(
-    cfg: DictConfig, fits: dict, sel: dict, by: dict, curves: dict, n_tokens: int
-) -> dict[str, Any]:
+def dos_saving(law: Any, sel: dict, by: dict, curves: dict, n_tokens: int) -> dict[str, Any]:
     """Tokens DOS saves to reach random's final loss (from the curves and from the law), and the verdict."""
     if "dos" not in by:
         return {}
     d_r, l_r = curves["random"]
     saving: dict[str, Any] = {"curve": saving_from_curve(*curves["dos"], float(l_r[-1]), float(d_r[-1]))}
-    law = ppl_law(fits, sel["domain"], sel["stats"], str(cfg.select.law_choice))
     dos, rnd = (tuple(by[a][k] for k in PPL_KEYS[sel["stats"]]) for a in ("dos", "random"))
     if None not in dos + rnd:
         saving["law"] = saving_from_law(law.form, law.params, dos, rnd, float(n_tokens))
@@ -132,12 +129,13 @@ def validate_domain(cfg: DictConfig, fits: dict, domain: str) -> dict[str, Any]:
     runs = runs[runs["run_id"].isin(list(run_arm))]
     table = build_fit_table(runs)
     rows = arm_table(table, runs, run_arm, float(c.level))
-    predicted_losses(rows, ppl_law(fits, domain, sel["stats"], str(cfg.select.law_choice)), sel["stats"])
+    law = ppl_law(fits, domain, sel["stats"], str(cfg.select.law_choice))
+    predicted_losses(rows, law, sel["stats"])
     by = {r["arm"]: r for r in rows}
     curves = {a: mean_curve(table, by[a]["run_ids"]) for a in by}
     out: dict[str, Any] = {"domain": domain, "experiment": exp, "n_tokens": n_tokens, "arms": rows,
                            "selection": {k: sel[k] for k in ("optimum", "achieved", "stats", "law")},
-                           "saving": dos_saving(cfg, fits, sel, by, curves, n_tokens)}  # fmt: skip
+                           "saving": dos_saving(law, sel, by, curves, n_tokens)}  # fmt: skip
     fig = None
     if c.plots:
         fig = plots.validation_curves(curves, f"{domain}: validation runs (D={n_tokens})",
