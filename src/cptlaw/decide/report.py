@@ -208,8 +208,8 @@ def validate_section(val: dict | None, selections: dict[str, dict], reports: Pat
         lines += _table(["arm", "seeds", "domain loss", "predicted (ppl law)", "Δ vs random [interval]", "general loss",
                          "Δ vs random [interval]", "μ (ppl)", "σ (ppl)"],
                         [[r["arm"], r["n_seeds"], _f(r["domain_loss"]) + (f" ± {_f(r['domain_loss_std'], '.3f')}" if r["domain_loss_std"] else ""),
-                          _f(r.get("predicted_domain_loss")), _diff(r.get("domain_loss_vs_random")), _f(r["general_loss"]),
-                          _diff(r.get("general_loss_vs_random")), _f(r["ppl_mean"]), _f(r["ppl_std"])] for r in v["arms"]])  # fmt: skip
+                          _f(r.get("predicted_domain_loss")), _diff(r, "domain_loss"), _f(r["general_loss"]),
+                          _diff(r, "general_loss"), _f(r["ppl_mean"]), _f(r["ppl_std"])] for r in v["arms"]])  # fmt: skip
         sv = v.get("saving", {})
         if sv:
             lines += ["", f"- {sv.get('verdict', '')}"]
@@ -224,8 +224,11 @@ def validate_section(val: dict | None, selections: dict[str, dict], reports: Pat
     return lines
 
 
-def _diff(vs: dict | None) -> str:
-    """A paired difference to random: mean, interval, and "not a finding" when the interval holds zero."""
+def _diff(row: dict, loss: str) -> str:
+    """A paired difference to random: mean, interval, and "within noise" when the interval holds zero."""
+    vs = row.get(f"{loss}_vs_random")
+    if row["arm"] == "random":
+        return "(reference)"
     if not vs or vs.get("mean") is None:
         return "—"
     if vs.get("ci") is None:
