@@ -374,7 +374,14 @@ def plot(result: dict[str, Any], png: Path) -> None:
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("training CPU-seconds (process time, evaluations excluded)")
     ax.set_ylabel("general val loss (nats/char)")
-    ax.set_title(f"speedrun: {result['stage']}")
+    save_figure(fig, ax, f"speedrun: {result['stage']}", png)
+
+
+def save_figure(fig: Any, ax: Any, title: str, png: Path) -> None:
+    """Title, grid and legend, then write the PNG and free the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -424,12 +431,7 @@ def plot_sizes(result: dict[str, Any], png: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("non-embedding parameters N")
     ax.set_ylabel("final val loss (nats/token)")
-    ax.set_title(f"speedrun: {result['stage']} (final, per seed)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png)
-    plt.close(fig)
+    save_figure(fig, ax, f"speedrun: {result['stage']} (final, per seed)", png)
 
 
 def report(out: Path) -> None:
