@@ -83,10 +83,14 @@ def target_law(
     best = (tg.get("comparison") or {}).get("best_overall")
     if choice == "best" and best in fitted:
         name, how = best, "best held-out"
-    rec = fitted[name]
+    return fitted_law(target, name, fitted[name], how)
+
+
+def fitted_law(target: str, name: str, rec: dict[str, Any], choice: str = "named") -> Law:
+    """A law of fits.json (`rec`: its FitResult record) rebuilt from its spec, ready to evaluate."""
     params = {k: float(v) for k, v in rec["params"].items()}
     form = law_from_spec(rec.get("spec", name), epsilon=params.get("epsilon", 1e-3))
-    return Law(target, name, form, params, rec, how)
+    return Law(target, name, form, params, rec, choice)
 
 
 def load_fit_table(path: str | Path) -> pd.DataFrame:

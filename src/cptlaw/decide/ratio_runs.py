@@ -17,10 +17,9 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from cptlaw import layout, tracking
-from cptlaw.decide.inputs import DecisionError
+from cptlaw.decide.inputs import DecisionError, fitted_law
 from cptlaw.decide.validation import paired_difference
 from cptlaw.fit_table import build_fit_table
-from cptlaw.laws import law_from_spec
 
 STAGE = "validate"
 PUBLISHED = "dcpt"
@@ -117,10 +116,9 @@ def predictions(fits: dict, domain: str, laws: list[str], final: pd.DataFrame) -
     for name in dict.fromkeys(laws):
         if name not in fitted:
             continue
-        params = {k: float(v) for k, v in fitted[name]["params"].items()}
-        form = law_from_spec(fitted[name].get("spec", name), epsilon=params.get("epsilon", 1e-3))
-        if set(form.columns) <= {"N", "D", "r"}:
-            out[name] = form.predict(params, {k: final[k].to_numpy(float) for k in form.columns})
+        law = fitted_law(f"domain_{domain}", name, fitted[name])
+        if set(law.form.columns) <= {"N", "D", "r"}:
+            out[name] = law.form.predict(law.params, {k: final[k].to_numpy(float) for k in law.form.columns})
     return out
 
 
