@@ -5,12 +5,17 @@ export OPENBLAS_NUM_THREADS := 1
 VENV := .venv/bin
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup demo smoke test test-fast lint bench
+.PHONY: setup demo cpu smoke test test-fast lint bench
 setup:
 	@bash scripts/setup.sh
 
 demo: setup
 	$(VENV)/dvc repro
+
+# The laws at CPU scale (<= 2 h on 2 cores): the `cpu` profile in the workspace (params.yaml's profile becomes
+# cpu; `dvc exp run -S profile=demo` or `git checkout params.yaml && dvc repro` goes back to the demo).
+cpu: setup
+	$(VENV)/dvc exp run -S profile=cpu
 
 smoke: setup
 	$(VENV)/dvc exp run --temp -S profile=smoke

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from cptlaw.fitting import domain_coefficients
+from cptlaw.fitting import domain_coefficients, domain_pairs
 
 
 def _rows(run_id, domain, n, r, k1, k2, steps=(1000, 2000)):
@@ -23,3 +23,11 @@ def test_probe_values_replace_per_run_values():
     assert np.allclose(med["k1"], 4.9) and np.allclose(med["k2"], 0.5)  # the probe at the smallest base
     assert np.allclose(code[["k1", "k2"]].to_numpy(), [6.0, 0.3])  # no probe: the r = 1 grid run
     assert list(out["k2_run"]) == list(dcpt["k2"])  # per-run values kept
+
+
+def test_domain_pairs_hold_out_two_domains_at_a_time():
+    d = np.array(["music", "code", "medical", "law", "math", "chemistry", "code"])
+    pairs = domain_pairs(d)
+    assert list(pairs) == ["medical+music", "chemistry+code", "medical+music", "law+math", "law+math",
+                           "chemistry+code", "chemistry+code"]  # fmt: skip
+    assert set(domain_pairs(np.array(["medical", "code", "math"]))) == {"code+math", "medical"}

@@ -96,7 +96,19 @@ def dcpt_targets(dcpt: pd.DataFrame, domains: Sequence[str]) -> list[Target]:
         log.warning("[fit] cross: domain %s left out (no positive probe rate k2: run +sweep=probe)", d)
     t = dcpt[usable]
     X = {c: t[c].to_numpy() for c in ("N", "D", "r", "k1", "k2")} | {"domain": t["domain"].to_numpy()}
+    X["domain_pair"] = domain_pairs(X["domain"])
     return [*out, _target("cross", "cross", None, t, "domain_loss", X)]
+
+
+def domain_pairs(domains: np.ndarray) -> np.ndarray:
+    """Label each row with its pair of domains (sorted names, taken two by two: `a+b`).
+
+    Holding out a pair fits the cross-domain law on the other domains and predicts two unseen ones from their
+    probe coefficients alone, as Que et al. do (four fitted, two predicted with six domains).
+    """
+    names = sorted(set(domains))
+    label = {d: "+".join(names[i - i % 2 : i - i % 2 + 2]) for i, d in enumerate(names)}
+    return np.array([label[d] for d in domains], dtype=object)
 
 
 def ppl_targets(ppl: pd.DataFrame, domains: Sequence[str], stats: Sequence[str]) -> list[Target]:
