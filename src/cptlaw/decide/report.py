@@ -96,6 +96,24 @@ def fits_section(fits: dict, reports: Path, min_runs_warn: int) -> tuple[list[st
     return lines, diags
 
 
+def quality_section(fits: dict, r2_target: float) -> list[str]:
+    """The law-quality targets (E clear of zero, no exponent on a bound, held-out R² by N, D, r), met or missed."""
+    from cptlaw.decide.quality import E_FLOOR, law_quality
+
+    rows = law_quality(fits, r2_target)
+    if not rows:
+        return []
+    lines = ["### Law quality against its targets", ""]
+    lines += _table(["target", "form", "E [90% CI]", "exponents on a bound", "held-out R² N / D / r", "verdict"],
+                    [[r["target"], r["form"] + (" (best held-out)" if r["best"] else ""),
+                      f"{_f(r['E']['E'], '.3g')} {_ci(r['E']['ci'])}", ", ".join(r["at_bounds"]) or "none",
+                      " / ".join(_r2(r["r2"].get(s)) for s in ("N", "D", "r")),
+                      "meets" if r["meets"] else "misses"] for r in rows])  # fmt: skip
+    return lines + ["", f"Targets: held-out R² >= {r2_target:g} by N, by D and by r (leave one group of runs out); "
+                    f"for a domain law also E clear of zero (its interval above {E_FLOOR:g} nats: E → 0 means the runs "
+                    "are still in the transient) and no exponent on its search bound.", ""]  # fmt: skip
+
+
 def _runs_note(u: dict) -> str:
     """What the runs say beside a law answer: agreement, or the bracket that replaces a contradicted answer."""
     runs, pub = u.get("runs") or {}, u.get("published")
@@ -172,15 +190,17 @@ def recommend_section(rec: dict | None, reports: Path) -> list[str]:
     for d, e in rec.get("errors", {}).items():
         lines.append(f"- {d}: not decided — {e}")
     lines += next_run_section(rec)
-    lines += ["", "### Cross-domain law: leave-one-domain-out", ""]
+    lines += ["", "### Cross-domain law: held-out domains", ""]
     cd = rec.get("cross_domain", {})
     if cd.get("rows"):
-        lines += _table(["held-out domain", "form", "test points", "RMSE", "MAPE", "R²", "own-fit RMSE"],
+        lines += _table(["held out", "form", "test points", "RMSE", "MAPE", "R²", "own-fit RMSE"],
                         [[r["held_out"], r["form"], r["n_test"], _f(r["rmse"]), _mape(r.get("mape")),
                           _r2(r["r2"]), _f(r["own_fit_rmse"])] for r in cd["rows"]])  # fmt: skip
         lines += [
             "",
-            "Own-fit RMSE: the in-sample error of the domain's own D-CPT fit (a floor for the cross-domain prediction).",
+            "Each row fits the law on the other domains and predicts the held-out one (or pair, `a+b`) from its "
+            "probe coefficients k1, k2 alone. Own-fit RMSE: the in-sample error of the domain's own D-CPT fit (a "
+            "floor for the cross-domain prediction).",
             "",
         ]
         lines += _img(reports / "plots" / "recommend" / "cross_domain.png", reports, "cross-domain")
@@ -250,8 +270,9 @@ def usage2_check_section(d: str, u: dict[str, Any]) -> list[str]:
 
 
 def render(fits: dict, rec: dict | None, selections: dict[str, dict], val: dict | None, reports: Path,
-           provenance: dict[str, Any], min_runs_warn: int) -> str:  # fmt: skip
+           provenance: dict[str, Any], min_runs_warn: int, r2_target: float = 0.9) -> str:  # fmt: skip
     fl, diags = fits_section(fits, reports, min_runs_warn)
+    fl += quality_section(fits, r2_target)
     for s in selections.values():
         if not s["optimum"]["interior"]:
             diags.append(

@@ -263,8 +263,9 @@ def domain_usages(
 
 
 def cross_domain_table(fits: dict, table: pd.DataFrame, fit_kwargs: dict) -> dict[str, Any]:
-    """Leave-one-domain-out errors of the cross-domain law: fit on the other domains, predict the held-out
-    domain from its k1, k2 alone. Reuses the fit stage's comparison when it holds a `domain` split."""
+    """Held-out-domain errors of the cross-domain law: fit on the other domains, predict the held-out domain
+    (or pair of domains, split `domain_pair`) from k1, k2 alone. Reuses the fit stage's comparison when it
+    holds a `domain` split."""
     tg = fits["targets"].get("cross")
     if tg is None or not tg.get("fits"):
         why = "; ".join(f"{k}: {v}" for k, v in (tg or {}).get("skipped", {}).items()) or "not fitted"
@@ -272,7 +273,7 @@ def cross_domain_table(fits: dict, table: pd.DataFrame, fit_kwargs: dict) -> dic
     rows = [
         r
         for r in (tg.get("comparison") or {}).get("rows", [])
-        if r["split"] == "domain" and r["form"] != "naive"
+        if r["split"] in ("domain", "domain_pair") and r["form"] != "naive"
     ]
     source = "fit stage comparison"
     if not rows:
@@ -299,7 +300,8 @@ def cross_domain_table(fits: dict, table: pd.DataFrame, fit_kwargs: dict) -> dic
     for r in rows:
         own = fits["targets"].get(f"domain_{r['held_out']}", {}).get("fits", {})
         own_rmse = next(iter(own.values()))["rmse"] if own else None
-        out.append({k: r.get(k) for k in ("form", "held_out", "n_train", "n_test", "rmse", "mape", "r2", "error")}
+        keys = ("split", "form", "held_out", "n_train", "n_test", "rmse", "mape", "r2", "error")
+        out.append({k: r.get(k, "domain") if k == "split" else r.get(k) for k in keys}
                    | {"own_fit_rmse": own_rmse})  # fmt: skip
     return {"rows": out, "source": source}
 

@@ -41,7 +41,7 @@ def run(cfg: DictConfig) -> Path:
     prov: dict[str, Any] = {"profile": cfg.get("profile_name"), "git": rev, "fits": fits.get("config_hash")}
     rec = _json(reports / "recommend.json")
     text = render(fits, rec, selections, _json(reports / "validate.json"), reports, prov,
-                  int(cfg[STAGE].min_runs_warn))  # fmt: skip
+                  int(cfg[STAGE].min_runs_warn), float(cfg[STAGE].r2_target))  # fmt: skip
     out = reports / "report.md"
     out.write_text(text)
     prefix = str(cfg.tracking.get("experiment_prefix") or "")
