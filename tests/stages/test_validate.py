@@ -76,7 +76,7 @@ def test_validate_compares_arms_and_is_idempotent(fixture_project, capsys):
     )
     # a second run trains nothing new (config hash), and the report renders the table
     validate(compose_cfg(fixture_project, NO_RATIO))
-    assert capsys.readouterr().out.count("skip: finished as run") == 10
+    assert "[cpt] 10 cells: 0 trained, 10 skipped (finished earlier)" in capsys.readouterr().out
     runs = tracking.runs_frame(["validate-medical"])
     assert (runs["tags.cptlaw.stage"] == "cpt").sum() == 10
     md = report(compose_cfg(fixture_project, NO_RATIO)).read_text()

@@ -46,19 +46,17 @@ def train_arms(
     cfg: DictConfig, domain: str, sel: dict[str, Any], n_tokens: int
 ) -> tuple[str, dict[str, tuple[str, int]]]:
     """Run (or find finished) every arm x seed: (experiment, {run id: (arm, seed)})."""
-    from cptlaw.lm.cpt_run import run_cell  # torch: only when arms are trained
+    from cptlaw.lm.cpt_run import run_cells  # torch: only when arms are trained
 
     c = cfg[STAGE]
     arms = {str(k): (f"ids:{sel['ids_file']}" if str(v) == "selected" else str(v)) for k, v in c.arms.items()}
     if "random" not in arms:
         raise DecisionError("`validate.arms` needs a `random` arm: the data saving is measured against it")
-    run_arm: dict[str, tuple[str, int]] = {}
-    for seed in c.seeds:
-        for arm, regime in arms.items():
-            print(f"[validate] {domain}: arm {arm} ({regime}), D={n_tokens}, seed {seed}")
-            summary = run_cell(arm_config(cfg, domain, regime, n_tokens, str(sel["base"]), int(seed)))
-            run_arm[summary["run_id"]] = (arm, int(seed))
-    return summary["experiment"], run_arm
+    cells = [(arm, int(seed)) for seed in c.seeds for arm in arms]
+    print(f"[validate] {domain}: {len(arms)} arms x {len(c.seeds)} seeds at D={n_tokens} ({c.n_jobs} jobs)")
+    cfgs = [arm_config(cfg, domain, arms[arm], n_tokens, str(sel["base"]), seed) for arm, seed in cells]
+    summaries = run_cells(cfgs, int(c.n_jobs))
+    return summaries[-1]["experiment"], {s["run_id"]: cell for s, cell in zip(summaries, cells, strict=True)}
 
 
 def dos_saving(law: Any, sel: dict, by: dict, curves: dict, n_tokens: int) -> dict[str, Any]:

@@ -92,21 +92,19 @@ def ratio_config(cfg: DictConfig, domain: str, base: str, regime: str, r: float,
 
 def train_ratios(cfg: DictConfig, domain: str, u2: dict[str, Any]) -> dict[str, tuple[float, int]]:
     """Run (or find finished) r* and r* ± δ at the usage's domain budget, per seed: {run id: (r, seed)}."""
-    from cptlaw.lm.cpt_run import run_cell  # torch: only when runs are trained
+    from cptlaw.lm.cpt_run import run_cells  # torch: only when runs are trained
 
     c = cfg[STAGE].ratio
     fitted = set(pd.read_csv(layout.fit_table_file(cfg), usecols=["run_id"], dtype=str)["run_id"])
     base, regime = grid_base(domain, layout.prefix(cfg), float(u2["n_params"]), fitted)
-    out: dict[str, tuple[float, int]] = {}
-    for seed in c.seeds:
-        for r in ratio_points(float(u2["r_domain"]), float(c.delta), float(c.r_min)):
-            n_tokens = int(round(float(u2["domain_tokens"]) / r))
-            print(
-                f"[validate] {domain}: usage 2 check r={r:g}, D={n_tokens} (D_d={u2['domain_tokens']:.0f}), seed {seed}"
-            )
-            summary = run_cell(ratio_config(cfg, domain, base, regime, r, n_tokens, int(seed)))
-            out[summary["run_id"]] = (r, int(seed))
-    return out
+    cells = [(r, int(seed)) for seed in c.seeds for r in ratio_points(float(u2["r_domain"]), float(c.delta),
+                                                                         float(c.r_min))]  # fmt: skip
+    tokens = {r: int(round(float(u2["domain_tokens"]) / r)) for r, _ in cells}
+    print(f"[validate] {domain}: usage 2 check at r (D) {', '.join(f'{r:g} ({d})' for r, d in tokens.items())}, "
+          f"D_d={u2['domain_tokens']:.0f}, seeds {list(c.seeds)}")  # fmt: skip
+    cfgs = [ratio_config(cfg, domain, base, regime, r, tokens[r], seed) for r, seed in cells]
+    summaries = run_cells(cfgs, int(cfg[STAGE].n_jobs))
+    return {s["run_id"]: cell for s, cell in zip(summaries, cells, strict=True)}
 
 
 def predictions(fits: dict, domain: str, laws: list[str], final: pd.DataFrame) -> dict[str, np.ndarray]:

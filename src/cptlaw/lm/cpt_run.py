@@ -5,6 +5,8 @@
     run_cell(cfg) the cell: orphaned RUNNING runs of the same hash are marked KILLED, a FINISHED run with
                  the hash is reused (skipped), else the run is trained (`cptlaw.lm.cpt.train_cpt`) and
                  logged with the schema of docs/CONTRACTS.md.
+    run_cells(cfgs, n_jobs) several cells, in `n_jobs` joblib (loky) worker processes of `threads` threads
+                 each: the validate stage's arms, as the Hydra joblib launcher runs a sweep's cells.
 
 The CPT stage, the sweeps and the validate stage all call `run_cell`; the hash covers everything that
 decides a result, so an interrupted sweep resumes without redoing finished cells.
@@ -170,6 +172,31 @@ def plan(cfg: DictConfig) -> Plan:
     chash = _hash(cfg, base_id, base_version, data_version, base_model_dtype(cfg))
     exp = layout.cpt_experiment(str(c.study), str(c.domain), layout.prefix(cfg))
     return Plan(exp, base_id, base_dir, scores_path, files, data_version, chash, lr, seq_len)
+
+
+def _cell_in_worker(cfg: DictConfig) -> dict[str, Any]:
+    from cptlaw.cpu import setup_cpu
+
+    setup_cpu(int(cfg.threads))
+    return run_cell(cfg)
+
+
+def run_cells(cfgs: list[DictConfig], n_jobs: int = 1) -> list[dict[str, Any]]:
+    """`run_cell` of every config, in order; with `n_jobs` > 1 in that many worker processes at once.
+    Ends with one line in this process: how many cells were trained and how many had finished earlier."""
+    if n_jobs <= 1 or len(cfgs) <= 1:
+        out = [run_cell(c) for c in cfgs]
+    else:
+        from joblib import Parallel, delayed
+
+        from omegaconf import OmegaConf
+
+        # Resolved here: a reused worker process must not resolve `${oc.env:...}` against its own (older) env.
+        fixed = [OmegaConf.create(OmegaConf.to_container(c, resolve=True)) for c in cfgs]
+        out = list(Parallel(n_jobs=n_jobs, backend="loky")(delayed(_cell_in_worker)(c) for c in fixed))
+    skipped = sum(s["status"] == "skipped" for s in out)
+    print(f"[cpt] {len(out)} cells: {len(out) - skipped} trained, {skipped} skipped (finished earlier)")
+    return out
 
 
 def run_cell(cfg: DictConfig, *, fail_after_first: bool = False) -> dict[str, Any]:
