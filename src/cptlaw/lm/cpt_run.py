@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cptlaw import layout
 from cptlaw.config import config_hash, project_root, to_dict
@@ -188,8 +188,6 @@ def run_cells(cfgs: list[DictConfig], n_jobs: int = 1) -> list[dict[str, Any]]:
         out = [run_cell(c) for c in cfgs]
     else:
         from joblib import Parallel, delayed
-
-        from omegaconf import OmegaConf
 
         # Resolved here: a reused worker process must not resolve `${oc.env:...}` against its own (older) env.
         fixed = [OmegaConf.create(OmegaConf.to_container(c, resolve=True)) for c in cfgs]
