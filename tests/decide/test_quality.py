@@ -33,3 +33,30 @@ def test_law_quality_meets_only_when_every_check_passes():
     assert (
         "| domain_b | dcpt (best held-out) | 1e-08 [0, 0.2] | none | 0.950 / 0.930 / 0.970 | misses |" in text
     )
+
+
+def test_deceleration_tells_a_power_law_with_a_floor_from_a_straight_line_in_log_d():
+    import numpy as np
+    import pandas as pd
+
+    from cptlaw.decide.quality import deceleration
+
+    d = np.geomspace(8192, 819200, 10)
+    runs = {"floor": 2.0 + 40.0 / d**0.4, "line": 6.0 - 0.3 * np.log(d), "general": 5.0 + 0 * d}
+    table = pd.concat(
+        pd.DataFrame(
+            {
+                "run_id": k,
+                "domain": "medical",
+                "N": 1e5,
+                "D": d,
+                "r": 0.0 if k == "general" else 1.0,
+                "domain_loss": y,
+                "study": "dcpt",
+            }
+        )  # fmt: skip
+        for k, y in runs.items()
+    )
+    ratio = deceleration(table, min_d=10000).set_index("run_id")["ratio"]
+    assert set(ratio.index) == {"floor", "line"}  # r = 0 runs do not train on the domain
+    assert ratio["floor"] < 0.8 and abs(ratio["line"] - 1.0) < 1e-9

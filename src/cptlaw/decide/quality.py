@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 E_FLOOR = 1e-3  # nats: an E whose interval reaches below this is "at zero" (a loss floor of a thousandth nat)
 
 
@@ -49,3 +52,21 @@ def law_quality(fits: dict[str, Any], r2_target: float) -> list[dict[str, Any]]:
             rows.append({"target": name, "kind": tg["kind"], "form": form, "best": form == best, "r2": r2,
                          "E": e, "at_bounds": bounds, "meets": meets})  # fmt: skip
     return rows
+
+
+def deceleration(table: pd.DataFrame, min_d: float) -> pd.DataFrame:
+    """Per D-CPT run: the domain loss's fall per e-fold of D over the later half of its points (D >= `min_d`)
+    over that of the earlier half. Below 1 the curve decelerates, as a power law with a floor does; at or above
+    1 the run is still in the phase before it, where E cannot be identified."""
+    t = table[(table["study"] == "dcpt") & (table["D"] >= min_d) & (table["r"] > 0)]
+    rows = []
+    for (run, domain, n, r), g in t.groupby(["run_id", "domain", "N", "r"], sort=False):
+        g = g.sort_values("D")
+        d, y = np.log(g["D"].to_numpy(float)), g["domain_loss"].to_numpy(float)
+        if d.size < 4:
+            continue
+        m = d.size // 2
+        early, late = (y[0] - y[m]) / (d[m] - d[0]), (y[m] - y[-1]) / (d[-1] - d[m])
+        rows.append({"run_id": run, "domain": domain, "N": n, "r": r, "early": early, "late": late,
+                     "ratio": late / early if early > 0 else np.nan})  # fmt: skip
+    return pd.DataFrame(rows, columns=["run_id", "domain", "N", "r", "early", "late", "ratio"])

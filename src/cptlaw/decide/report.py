@@ -96,14 +96,33 @@ def fits_section(fits: dict, reports: Path, min_runs_warn: int) -> tuple[list[st
     return lines, diags
 
 
-def quality_section(fits: dict, r2_target: float) -> list[str]:
-    """The law-quality targets (E clear of zero, no exponent on a bound, held-out R² by N, D, r), met or missed."""
+def deceleration_lines(table: Any, min_d: float) -> list[str]:
+    """Per domain: do its CPT curves decelerate in log D (the law's regime) over the fitted range?"""
+    from cptlaw.decide.quality import deceleration
+
+    dec = deceleration(table, min_d)
+    if dec.empty:
+        return []
+    by = dec.groupby("domain")["ratio"].agg(["median", "min", "max", "size"])
+    rows = [[d, int(g["size"]), f"{g['median']:.2f} [{g['min']:.2f}, {g['max']:.2f}]",
+             "decelerating" if g["max"] < 1 else ("mixed" if g["min"] < 1 else "not decelerating")]
+            for d, g in by.iterrows()]  # fmt: skip
+    return ["Does the domain loss decelerate in log D over the fitted range? Per run, its fall per e-fold of D over "
+            "the later half of its points divided by that over the earlier half (below 1: decelerating, as a power "
+            "law with a floor does; 1 or more: still before that phase, where E is not identified).", "",
+            *_table(["domain", "runs", "late / early fall: median [min, max]", "curves"], rows), ""]  # fmt: skip
+
+
+def quality_section(fits: dict, r2_target: float, table: Any = None, min_d: float = 0.0) -> list[str]:
+    """The law-quality targets (E clear of zero, no exponent on a bound, held-out R² by N, D, r), met or missed,
+    and whether the CPT curves of `table` (the fit table) decelerate."""
     from cptlaw.decide.quality import E_FLOOR, law_quality
 
     rows = law_quality(fits, r2_target)
     if not rows:
         return []
     lines = ["### Law quality against its targets", ""]
+    lines += deceleration_lines(table, min_d) if table is not None else []
     lines += _table(["target", "form", "E [90% CI]", "exponents on a bound", "held-out R² N / D / r", "verdict"],
                     [[r["target"], r["form"] + (" (best held-out)" if r["best"] else ""),
                       f"{_f(r['E']['E'], '.3g')} {_ci(r['E']['ci'])}", ", ".join(r["at_bounds"]) or "none",
@@ -270,9 +289,10 @@ def usage2_check_section(d: str, u: dict[str, Any]) -> list[str]:
 
 
 def render(fits: dict, rec: dict | None, selections: dict[str, dict], val: dict | None, reports: Path,
-           provenance: dict[str, Any], min_runs_warn: int, r2_target: float = 0.9) -> str:  # fmt: skip
+           provenance: dict[str, Any], min_runs_warn: int, r2_target: float = 0.9, table: Any = None) -> str:  # fmt: skip
     fl, diags = fits_section(fits, reports, min_runs_warn)
-    fl += quality_section(fits, r2_target)
+    min_d = float((fits.get("config") or {}).get("min_d_tokens") or 0.0)
+    fl += quality_section(fits, r2_target, table, min_d)
     for s in selections.values():
         if not s["optimum"]["interior"]:
             diags.append(

@@ -28,6 +28,8 @@ def _json(path: Path) -> dict | None:
 
 
 def run(cfg: DictConfig) -> Path:
+    import pandas as pd
+
     from cptlaw import tracking
     from cptlaw.decide.inputs import load_fits
     from cptlaw.decide.report import console_summary, render
@@ -40,8 +42,10 @@ def run(cfg: DictConfig) -> Path:
                          cwd=Path(__file__).parent).stdout.strip() or "unknown"  # fmt: skip
     prov: dict[str, Any] = {"profile": cfg.get("profile_name"), "git": rev, "fits": fits.get("config_hash")}
     rec = _json(reports / "recommend.json")
+    table_file = reports / "fit_table.csv"
+    table = pd.read_csv(table_file) if table_file.is_file() else None
     text = render(fits, rec, selections, _json(reports / "validate.json"), reports, prov,
-                  int(cfg[STAGE].min_runs_warn), float(cfg[STAGE].r2_target))  # fmt: skip
+                  int(cfg[STAGE].min_runs_warn), float(cfg[STAGE].r2_target), table)  # fmt: skip
     out = reports / "report.md"
     out.write_text(text)
     prefix = str(cfg.tracking.get("experiment_prefix") or "")
