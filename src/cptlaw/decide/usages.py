@@ -301,7 +301,7 @@ def cross_domain_table(fits: dict, table: pd.DataFrame, fit_kwargs: dict) -> dic
         own = fits["targets"].get(f"domain_{r['held_out']}", {}).get("fits", {})
         own_rmse = next(iter(own.values()))["rmse"] if own else None
         keys = ("split", "form", "held_out", "n_train", "n_test", "rmse", "mape", "r2", "error")
-        out.append({k: r.get(k, "domain") if k == "split" else r.get(k) for k in keys}
+        out.append({k: r.get(k) for k in keys}
                    | {"own_fit_rmse": own_rmse})  # fmt: skip
     return {"rows": out, "source": source}
 
