@@ -177,4 +177,5 @@ def test_intervals_cover_olmo_ladder_3b(refdata):
     cols = lambda g: {"N": g["N"].to_numpy(float), "D": g["D"].to_numpy(float)}  # noqa: E731
     cover, width, _ = _interval_coverage("chinchilla", cols(tr), tr["loss_c4_en"].to_numpy(), cols(te),
                                          te["loss_c4_en"].to_numpy(), "N")  # fmt: skip
-    assert cover >= 0.8 and width < 0.07  # measured: 1.00 (5 of 5) at 5.7% width
+    # measured: 0.80 (4 of 5) at 3.7% width, one fold (three sizes); the two-size fold is not identified in N
+    assert cover >= 0.8 and width < 0.07

@@ -41,6 +41,7 @@ from cptlaw.laws.fit import FitError, FitResult, check_loss, fit
 from cptlaw.laws.forms import LawForm, LawInputError, get_law
 
 FOLD_FRACS = (0.1, 0.2, 0.3, 0.4, 0.5)  # shares of the rows above each fold's cut
+MIN_LEVELS = 3  # distinct values of the extrapolated variable a fold trains on (offset, scale, exponent)
 
 
 @dataclass
@@ -185,13 +186,21 @@ def prediction_intervals(
     return Intervals(level, pred, pred * np.exp(-lam * s), pred * np.exp(lam * s), s, lam, method)
 
 
-def extrapolation_cuts(values: np.ndarray, fracs: Sequence[float], min_train: int) -> list[float]:
-    """Cut values: for each fraction f, the largest value with at least a share f of the rows above it."""
+def extrapolation_cuts(
+    values: np.ndarray, fracs: Sequence[float], min_train: int, min_levels: int = MIN_LEVELS
+) -> list[float]:
+    """Cut values: for each fraction f, the largest value with at least a share f of the rows above it.
+
+    A cut keeps at least `min_train` rows and `min_levels` distinct values at or below it: with fewer
+    levels along the axis, a power law with an offset on it (three parameters) is not identified, so the
+    fold's extrapolation is whichever of its equally good optima the optimizer lands on.
+    """
     u = np.unique(values)
     cuts = []
     for f in fracs:
         above = np.array([np.mean(values > v) for v in u])
-        ok = np.flatnonzero((above >= f) & (np.array([np.sum(values <= v) for v in u]) >= min_train))
+        n_below = np.array([np.sum(values <= v) for v in u])
+        ok = np.flatnonzero((above >= f) & (n_below >= min_train) & (np.arange(u.size) + 1 >= min_levels))
         if ok.size:
             cuts.append(float(u[ok[-1]]))
     return sorted(set(cuts), reverse=True)
