@@ -104,7 +104,10 @@ def test_fold_drift_and_conformal_rank():
     assert cal.kappa == pytest.approx(0.18) and cal.multiplier(0.9) == pytest.approx(1.6449, abs=1e-4)
     with pytest.raises(LawInputError, match="`level`"):
         cal.drift(1.5)
-    assert extrapolation_cuts(np.repeat([1.0, 2.0, 3.0, 4.0], 5), (0.1, 0.2, 0.3), 5, min_levels=2) == [3.0, 2.0]
+    assert extrapolation_cuts(np.repeat([1.0, 2.0, 3.0, 4.0], 5), (0.1, 0.2, 0.3), 5, min_levels=2) == [
+        3.0,
+        2.0,
+    ]
     # a fold needs three levels of the extrapolated variable (offset, scale, exponent), whatever its rows
     assert extrapolation_cuts(np.repeat([1.0, 2.0, 3.0, 4.0], 5), (0.1, 0.2, 0.3), 5) == [3.0]
     assert extrapolated_column({"N": [1, 2], "D": [1, 5]}, {"N": [3, 4], "D": [2, 3]}, ("N", "D")) == "N"
