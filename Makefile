@@ -24,10 +24,10 @@ smoke: setup
 # present); the tests start and stop private instances on 127.0.0.1 and skip, saying why, when they cannot.
 test: setup  # everything, slow end-to-end tests included: what CI runs
 	@bash scripts/services/install.sh
-	$(VENV)/python -m pytest -q -n 2 --dist loadfile
+	$(VENV)/python -m pytest -q
 
 test-fast: setup  # the inner loop: no `slow` (end-to-end) tests
-	$(VENV)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
+	$(VENV)/python -m pytest -q -m "not slow"
 
 lint: setup
 	$(VENV)/ruff check src tests benchmarks && $(VENV)/ruff format --check src tests benchmarks

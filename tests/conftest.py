@@ -203,10 +203,3 @@ def mlflow_server_factory(tmp_path):
     yield make
     for server in made:
         server.stop()
-
-
-def pytest_collection_modifyitems(config, items):
-    """Files with slow (end-to-end) tests first, each file's tests in their own order: with two xdist workers
-    taking whole files (`--dist loadfile`), the longest files start at once instead of ending the run alone."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
