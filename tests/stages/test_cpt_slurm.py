@@ -63,6 +63,17 @@ def _wait_queue_empty(slurm_cluster, timeout=180):
     raise AssertionError(f"SLURM queue not empty after {timeout}s")
 
 
+def _accounted_jobs(slurm_cluster, before: set[str], timeout=120) -> list[list[str]]:
+    """The jobs submitted since `before`, once accounting has them all in a final state (slurmdbd records a
+    task's end a moment after squeue drops it; on a loaded machine, seconds after)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = [j for j in _sacct(slurm_cluster) if j[0] not in before]
+        if all(j[2] not in ("PENDING", "RUNNING", "COMPLETING") for j in jobs) or time.monotonic() > deadline:
+            return jobs
+        time.sleep(1)
+
+
 def test_slurm_array_sweep_lands_in_mlflow_and_fits(cpt_project, mlflow_uri, tmp_path, slurm_cluster):
     from cptlaw import tracking
 
@@ -71,7 +82,7 @@ def test_slurm_array_sweep_lands_in_mlflow_and_fits(cpt_project, mlflow_uri, tmp
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     _wait_queue_empty(slurm_cluster)  # a task's result file can appear while SLURM still says RUNNING
-    jobs = [j for j in _sacct(slurm_cluster) if j[0] not in before]
+    jobs = _accounted_jobs(slurm_cluster, before)
     array = {j[0].split("_")[0] for j in jobs}
     assert len(array) == 1 and len(jobs) == 4 and {j[2] for j in jobs} == {"COMPLETED"}, jobs  # one array job
     tracking.configure(mlflow_uri)
