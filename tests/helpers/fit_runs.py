@@ -1,6 +1,8 @@
 """Synthetic CPT runs from the known laws of synth.py, logged into an MLflow store as the cpt stage logs them:
 the input of the fit-stage and MLproject tests."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,15 @@ from cptlaw.laws import get_law
 from tests.helpers.synth import TRUTH
 
 STEPS = [20000, 40000, 80000, 160000, 320000]
+
+
+def _log_history(by_step: dict[int, dict[str, float]]) -> None:
+    """A run's whole evaluation history in one request (one per step is slow against an HTTP server)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, s) for s, row in by_step.items() for k, v in row.items()]
+    tracking.MlflowClient().log_batch(tracking.active_run_id(), metrics=metrics)
 
 
 def log_runs(uri: str) -> int:
@@ -30,9 +41,8 @@ def log_runs(uri: str) -> int:
                                   params={"domain": domain, "regime": "all", "r": r, "n_params": int(n_params),
                                           "seed": 0}):  # fmt: skip
                     tracking.log_metrics({"n_params": n_params, "r": r, "k1": k1, "k2": k2})
-                    tracking.log_metrics({"domain_loss": k1, "general_loss": 3.0}, step=0)
-                    for s, a, b in zip(STEPS, ld, lg, strict=True):
-                        tracking.log_metrics({"domain_loss": a, "general_loss": b}, step=s)
+                    _log_history({0: {"domain_loss": k1, "general_loss": 3.0}}
+                                 | {s: {"domain_loss": a, "general_loss": b} for s, a, b in zip(STEPS, ld, lg, strict=True)})  # fmt: skip
                 n += 1
     for mu in (10.0, 30.0, 60.0):
         for sigma in (5.0, 20.0):
@@ -42,8 +52,9 @@ def log_runs(uri: str) -> int:
                                                              "r": 1.0, "n_params": 100000, "seed": 0}):  # fmt: skip
                 tracking.log_metrics({"n_params": 1e5, "r": 1.0, "ppl_mean": mu, "ppl_std": sigma,
                                       "log_ppl_mean": np.log(mu), "log_ppl_std": sigma / mu})  # fmt: skip
-                for s, a in zip(STEPS, ld, strict=True):
-                    tracking.log_metrics({"domain_loss": a, "general_loss": 3.0}, step=s)
+                _log_history(
+                    {s: {"domain_loss": a, "general_loss": 3.0} for s, a in zip(STEPS, ld, strict=True)}
+                )
             n += 1
     with pytest.raises(RuntimeError):  # a FAILED run must be ignored by the fit stage
         with tracking.run("dcpt-medical", params={"domain": "medical", "r": 0.3, "n_params": 1}):

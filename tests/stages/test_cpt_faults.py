@@ -75,27 +75,19 @@ def _wait_training(proc, n_tokens, timeout=300):
 # ------------------------------------------------------------------ the tracking server goes away
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def backend(request, tmp_path):
-    """A backend store for an `mlflow server`: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/server.db"
-    return request.getfixturevalue("postgres_uri")
-
-
 # 3 cells in this order: a short one, the long one (stopped mid-run), a short one after it
 SERVER_CELLS = {"ratios": "[1.0]", "n_tokens": "[640,20000,1280]"}
 
 
 def test_server_stopped_mid_sweep_fails_one_line_and_rerun_completes(
-    cpt_project, tmp_path, backend, mlflow_server_factory, monkeypatch
+    cpt_project, tmp_path, mlflow_server_factory, monkeypatch
 ):
     """MLflow's retries cut short (what the default ~4 minutes of retries end in): the in-flight cell fails
     with one `cpt: error:` line naming the server, the sweep stops (exit 2), its run is left RUNNING; once the
     server is back, a re-run skips the finished cell, marks the orphan KILLED and trains the rest."""
     from cptlaw import tracking
 
-    server = mlflow_server_factory(backend)
+    server = mlflow_server_factory(f"sqlite:///{tmp_path}/server.db")  # the client's side: any backend store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
     short_retries = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
                      "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}  # fmt: skip

@@ -137,7 +137,12 @@ def test_select_boundary_optimum_is_soft(project, synth, capsys):
         ("select", "fits", ["select.n_tokens=10000000"], "exceeds the candidate pool"),
         ("select", "noppl", [], "no usable law for `ppl_medical`"),
         ("recommend", "nodomain", ["domains=[medical]"], "fits.json has no target `general_medical`"),
-        ("validate", "fits", [], "selection.json does not exist: run the select stage"),
+        (
+            "validate",
+            "fits",
+            ["validate.ratio.domains=[]"],
+            "selection.json does not exist: run the select stage",
+        ),
         (
             "validate",
             "fits",

@@ -41,9 +41,10 @@ def draw(cfg: DictConfig, out: dict[str, Any], inputs: dict[str, Any]) -> list:
 def run(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     setup_cpu(int(cfg.threads))
-    tracking.configure_from(cfg.tracking)  # before anything is written: an unreachable server fails fast
     c = cfg.recommend
     fits, table = load_fits(layout.fits_file(cfg)), load_fit_table(layout.fit_table_file(cfg))
+    tracking.configure_from(cfg.tracking)  # inputs first (a missing file fails in a second), then the store,
+    # before anything is written: an unreachable server fails fast
     fit_kw = {"n_starts": int(cfg.fit.n_starts), "delta": float(cfg.fit.huber_delta), "seed": int(cfg.seed)}
     out = recommend_domains(fits, table, c, int(cfg.seed), fit_kw)
     inputs = out.pop("plot_inputs")

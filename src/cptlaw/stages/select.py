@@ -61,8 +61,9 @@ def select_one(cfg: DictConfig, fits: dict, table: Any, d: str) -> dict[str, Any
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     setup_cpu(int(cfg.threads))
-    tracking.configure_from(cfg.tracking)  # before anything is written: an unreachable server fails fast
     fits, table = load_fits(layout.fits_file(cfg)), load_fit_table(layout.fit_table_file(cfg))
+    tracking.configure_from(cfg.tracking)  # inputs first (a missing file fails in a second), then the store,
+    # before anything is written: an unreachable server fails fast
     out = {d: select_one(cfg, fits, table, d) for d in map(str, cfg[STAGE].domains)}
     write_json(layout.metrics_file(cfg, STAGE), {d: selection_metrics(r) for d, r in out.items()})
     return {"domains": out, "config": to_dict(cfg[STAGE])}

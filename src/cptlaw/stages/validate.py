@@ -51,14 +51,14 @@ def load_recommend(cfg: DictConfig) -> dict[str, Any]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     setup_cpu(int(cfg.threads))
-    tracking.configure_from(cfg.tracking)
     fits = load_fits(layout.fits_file(cfg))
+    ratio_domains = list(map(str, cfg[STAGE].ratio.domains or []))
+    rec = load_recommend(cfg) if ratio_domains else {}
+    tracking.configure_from(cfg.tracking)  # inputs first: a missing file fails before the store is touched
     out: dict[str, Any] = {"domains": {}, "config": to_dict(cfg[STAGE])}
     for d in map(str, cfg[STAGE].domains):
         out["domains"][d] = validate_domain(cfg, fits, d)
         report(d, out["domains"][d])
-    ratio_domains = list(map(str, cfg[STAGE].ratio.domains or []))
-    rec = load_recommend(cfg) if ratio_domains else {}
     out["usage2"] = {d: validate_ratio(cfg, fits, rec, d) for d in ratio_domains}
     for d, v in out["usage2"].items():
         print(f"[validate] {d}: usage 2: {v['verdict']}")
