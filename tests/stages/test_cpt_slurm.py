@@ -74,38 +74,12 @@ def _accounted_jobs(slurm_cluster, before: set[str], timeout=120) -> list[list[s
         time.sleep(1)
 
 
-def test_slurm_array_sweep_lands_in_mlflow_and_fits(cpt_project, mlflow_uri, tmp_path, slurm_cluster):
-    from cptlaw import tracking
-
-    before = {j[0] for j in _sacct(slurm_cluster)}
-    proc = subprocess.run(_sweep_args(cpt_project, tmp_path, "s"), env=_env(cpt_project, slurm_cluster),
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _wait_queue_empty(slurm_cluster)  # a task's result file can appear while SLURM still says RUNNING
-    jobs = _accounted_jobs(slurm_cluster, before)
-    array = {j[0].split("_")[0] for j in jobs}
-    assert len(array) == 1 and len(jobs) == 4 and {j[2] for j in jobs} == {"COMPLETED"}, jobs  # one array job
-    tracking.configure(mlflow_uri)
-    done = _runs("FINISHED")
-    assert len(done) == 4 and done["params.config_hash"].nunique() == 4 and len(_runs()) == 4
-    assert set(done["tags.cptlaw.slurm_job"]) == {f"{next(iter(array))}_{k}" for k in range(4)}
-    summary = json.loads((tmp_path / "reports" / "sweeps" / "dcpt_grid.json").read_text())
-    assert summary["n_finished"] == 4
-
-    fit = subprocess.run(
-        [sys.executable, "-m", "cptlaw.stages.fit", f"paths.root={cpt_project}", "profile=smoke", "domains=[medical]",
-         f"paths.reports={tmp_path}/reports", "fit.runs=store", "fit.bootstrap=0", "fit.n_starts=8", "fit.plots=false",
-         f"hydra.run.dir={tmp_path}/fit"],
-        env=_env(cpt_project, slurm_cluster), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert fit.returncode == 0, fit.stderr[-3000:]
-    fits = json.loads((tmp_path / "reports" / "fits.json").read_text())
-    assert "domain_medical" in json.dumps(fits), list(fits)
-
-
-def test_sigkilled_array_task_resubmitted_runs_only_the_missing_cell(
+def test_array_sweep_with_a_sigkilled_task_resubmits_only_the_missing_cell_and_fits(
     cpt_project, mlflow_uri, tmp_path, slurm_cluster
 ):
+    """One array job whose long task is SIGKILLed mid-run; the re-submitted sweep (a second array job, every
+    task COMPLETED in SLURM's accounting) trains only that cell, each run carries its array task id, and the
+    fit stage fits from the runs."""
     from cptlaw import tracking
 
     env = _env(cpt_project, slurm_cluster)
@@ -135,9 +109,14 @@ def test_sigkilled_array_task_resubmitted_runs_only_the_missing_cell(
         len(finished_before) == 2 and tracking.MlflowClient().get_run(victim.run_id).info.status == "RUNNING"
     )
 
+    before = {j[0] for j in _sacct(slurm_cluster)}
     again = subprocess.run(_sweep_args(cpt_project, tmp_path, "b", **cells), env=env,
                            capture_output=True, text=True, timeout=600)  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
+    _wait_queue_empty(slurm_cluster)  # a task's result file can appear while SLURM still says RUNNING
+    jobs = _accounted_jobs(slurm_cluster, before)
+    array = {j[0].split("_")[0] for j in jobs}
+    assert len(array) == 1 and len(jobs) == 3 and {j[2] for j in jobs} == {"COMPLETED"}, jobs  # one array job
     done = _runs("FINISHED")
     assert len(done) == 3 and done["params.config_hash"].nunique() == 3  # each cell once
     assert finished_before <= set(done.run_id)  # nothing finished was lost or redone
@@ -146,3 +125,15 @@ def test_sigkilled_array_task_resubmitted_runs_only_the_missing_cell(
     assert len(_runs()) == 4  # 3 FINISHED + the orphan, nothing else
     summary = json.loads((tmp_path / "reports" / "sweeps" / "dcpt_grid.json").read_text())
     assert summary["n_finished"] == 1 and summary["n_skipped"] == 2, summary
+    retrained = done[~done.run_id.isin(finished_before)]
+    assert retrained["tags.cptlaw.slurm_job"].iloc[0].split("_")[0] == next(iter(array))
+
+    fit = subprocess.run(
+        [sys.executable, "-m", "cptlaw.stages.fit", f"paths.root={cpt_project}", "profile=smoke", "domains=[medical]",
+         f"paths.reports={tmp_path}/reports", "fit.runs=store", "fit.bootstrap=0", "fit.n_starts=8", "fit.plots=false",
+         f"hydra.run.dir={tmp_path}/fit"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    fits = json.loads((tmp_path / "reports" / "fits.json").read_text())
+    assert fits["n_source_runs"] == 3 and "domain_medical" in fits["targets"], list(fits["targets"])
