@@ -53,3 +53,15 @@ def test_children_inherit_the_setting_and_user_values_win(monkeypatch):
                             "os.environ['MALLOC_TRIM_THRESHOLD_'], os.environ['OMP_NUM_THREADS'])"],
                            capture_output=True, text=True, check=True)  # fmt: skip
     assert child.stdout.split() == [str(ALLOCATOR_ENV["MALLOC_MMAP_THRESHOLD_"]), "12345", "1"]
+
+
+def test_set_threads_limits_the_blas_already_loaded():
+    """numpy's BLAS reads OPENBLAS_NUM_THREADS once, at import: the stage's limit must reach it at run time
+    (a fresh process that imports numpy first, as the stages do through their imports)."""
+    code = (
+        "import numpy\nfrom threadpoolctl import threadpool_info\nfrom cptlaw.cpu import set_threads\n"
+        "set_threads(1)\nprint(sorted({p['num_threads'] for p in threadpool_info()}))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[1]", out.stdout

@@ -23,8 +23,13 @@ ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD, "MALLOC_TRIM_THRESHOL
 
 def set_threads(n: int) -> None:
     """Pin torch and BLAS threads: two jobs × two threads on two cores trained 14× slower than one thread each."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # for child processes
         os.environ[var] = str(n)
+    # this process's BLAS read those variables when numpy was imported: without a runtime limit, the fit
+    # stage's small least-squares problems ran on 2 OpenBLAS threads, 2x slower on a busy 2-core machine
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n)
     try:
         import torch
 
