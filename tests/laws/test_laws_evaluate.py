@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from cptlaw.laws import LawInputError, bootstrap, compare_forms, compute_optimal, fit, get_law
+from cptlaw.laws.evaluate import rank_forms
 from tests.helpers.synth import points, run_ids
 
 
@@ -78,3 +79,18 @@ def test_compare_forms_scores_a_naive_baseline_and_reports_skill():
     assert cmp_.best["r"] == "dcpt" and "naive" not in cmp_.best.values()
     naive_rows = [r for r in cmp_.rows if r["form"] == "naive"]
     assert len(naive_rows) == 6 and all(r["error"] is None for r in naive_rows)
+
+
+def test_a_split_no_form_predicts_does_not_vote():
+    """By D form `a` wins; by r both forms are worse than the held-out mean, and their order there (b ahead
+    by round-off) must not decide the choice. With no discriminating split, every split votes."""
+    rows = [
+        {"form": "a", "split": "D", "rmse": 0.01, "r2": 0.7},
+        {"form": "b", "split": "D", "rmse": 0.02, "r2": 0.3},
+        {"form": "a", "split": "r", "rmse": 9.0001, "r2": -50.0},
+        {"form": "b", "split": "r", "rmse": 9.0, "r2": -49.9},
+        {"form": "naive", "split": "r", "rmse": 0.001, "r2": 0.99},
+    ]
+    best, overall = rank_forms(rows, ["D", "r"])
+    assert best == {"D": "a", "r": "b"} and overall == "a"
+    assert rank_forms(rows[2:], ["D", "r"]) == ({"r": "b"}, "b")

@@ -222,18 +222,33 @@ def compare_forms(
             summary.append(
                 {"form": "naive", "split": split, "n_test": int(ok.sum())} | all_metrics(base[ok], obs[ok])
             )
-    best: dict[str, str] = {}
-    ranks: dict[str, list[int]] = {}
-    for split in split_by:
-        cands = sorted(
+    return Comparison(rows, summary, *rank_forms(summary, split_by))
+
+
+def rank_forms(
+    summary: Sequence[Mapping[str, Any]], split_by: Sequence[str]
+) -> tuple[dict[str, str], str | None]:
+    """Per split, the form with the lowest pooled held-out RMSE; overall, the lowest mean rank over the splits
+    that discriminate. A split where no form beats the held-out points' own mean (every R² <= 0) does not
+    vote: its ranking only orders how wildly the forms extrapolate, and across machines it flipped the choice
+    on round-off. If no split discriminates, every split votes."""
+    per_split = {
+        split: sorted(
             (s for s in summary if s["split"] == split and s["form"] != "naive"), key=lambda s: s["rmse"]
         )
-        if cands:
-            best[split] = cands[0]["form"]
-            for i, s in enumerate(cands):
-                ranks.setdefault(s["form"], []).append(i)
+        for split in split_by
+    }
+    per_split = {split: cands for split, cands in per_split.items() if cands}
+    best = {split: cands[0]["form"] for split, cands in per_split.items()}
+    voting = {
+        split: c for split, c in per_split.items() if any(s.get("r2", -np.inf) > 0 for s in c)
+    } or per_split
+    ranks: dict[str, list[int]] = {}
+    for cands in voting.values():
+        for i, s in enumerate(cands):
+            ranks.setdefault(s["form"], []).append(i)
     best_overall = min(ranks, key=lambda f: (-len(ranks[f]), np.mean(ranks[f]))) if ranks else None
-    return Comparison(rows, summary, best, best_overall)
+    return best, best_overall
 
 
 Baseline = Callable[[dict, np.ndarray, dict, str], np.ndarray]
