@@ -43,7 +43,7 @@ def test_mark_orphans_kills_only_dead_processes(mlflow_uri):
 def test_sigkilled_cell_resumes_to_one_finished_and_one_killed(cpt_project, mlflow_uri, tmp_path):
     from cptlaw import tracking
 
-    args = [sys.executable, "-m", "cptlaw.stages.cpt", *overrides(cpt_project, n_tokens=200_000),
+    args = [sys.executable, "-m", "cptlaw.stages.cpt", *overrides(cpt_project, n_tokens=80_000),
             "cpt.eval_points=2", f"hydra.run.dir={tmp_path}/run"]  # fmt: skip
     env = {**os.environ, "CPTLAW_ROOT": str(cpt_project)}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
