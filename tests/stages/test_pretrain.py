@@ -120,3 +120,26 @@ def test_hf_local_skips_pretraining(project, mlflow_uri):
     assert "skipped" in result
     assert json.loads((project / "reports" / "metrics" / "pretrain.json").read_text()) == result
     assert not any((project / "models" / "base").iterdir())
+
+
+def test_sizes_side_by_side_train_the_same_models(project, tmp_path, mlflow_uri):
+    """pretrain.n_jobs=2 trains the sizes in two worker processes: the same weights and validation losses as
+    one after the other (init and data order come from the seed alone), one MLflow run per size."""
+    from cptlaw import tracking
+    from cptlaw.stages.pretrain import run
+
+    serial = run(pretrain_cfg(project, [f"paths.models={tmp_path}/serial"]))
+    parallel = run(pretrain_cfg(project, [f"paths.models={tmp_path}/parallel", "pretrain.n_jobs=2"]))
+    assert list(parallel) == ["a", "b"]
+    for size in ("a", "b"):
+        weights = [
+            (tmp_path / kind / "base" / size / "model.safetensors").read_bytes()
+            for kind in ("serial", "parallel")
+        ]
+        assert weights[0] == weights[1], size
+        for key in ("val_loss_general", "val_loss_medical", "train_loss", "n_tokens"):
+            assert parallel[size][key] == serial[size][key], (size, key)
+    tracking.configure(mlflow_uri)
+    assert len(tracking.runs_frame(["pretrain"])) == 4
+    with pytest.raises(ModelError, match="one-device trainer"):
+        run(pretrain_cfg(project, [f"paths.models={tmp_path}/ddp", "pretrain.n_jobs=2", "trainer=ddp_cpu"]))

@@ -89,8 +89,10 @@ def fit_module(
 
 
 def size_hashed(cfg: Any, size: str, vocab_size: int, val_names: list[str]) -> dict[str, Any]:
-    """What a finished model of `size` is keyed on (its `config_hash`); a change here re-trains every size."""
-    return {"size": cfg.model.sizes[size], "pretrain": {k: v for k, v in cfg.pretrain.items() if k != "threads"},
+    """What a finished model of `size` is keyed on (its `config_hash`); a change here re-trains every size.
+    Threads and side-by-side jobs are how it runs, not what it trains (the same weights either way)."""
+    run_only = ("threads", "n_jobs")
+    return {"size": cfg.model.sizes[size], "pretrain": {k: v for k, v in cfg.pretrain.items() if k not in run_only},
             "trainer": cfg.trainer, "seed": cfg.seed, "vocab": vocab_size, "val_domains": val_names}  # fmt: skip
 
 
@@ -201,8 +203,35 @@ def pretrain_sizes(cfg: Any) -> dict[str, dict[str, float]]:
         raise ModelError(f"tokenizer {cfg.paths.tokenizer} has no eos_token")
     tracking.configure_from(cfg.tracking)
     tracking.experiment_id(layout.stage_experiment(cfg, STAGE), cfg.tracking.get("artifact_root"))
-    datamodule = load_data(cfg, tokenizer)
-    return {size: pretrain_size(cfg, size, tokenizer, datamodule) for size in cfg.model.train_sizes}
+    sizes = list(cfg.model.train_sizes)
+    n_jobs = min(int(cfg.pretrain.get("n_jobs") or 1), len(sizes))
+    if n_jobs == 1:
+        datamodule = load_data(cfg, tokenizer)
+        return {size: pretrain_size(cfg, size, tokenizer, datamodule) for size in sizes}
+    if schedule(cfg.pretrain, cfg.trainer).world > 1:
+        raise ModelError(f"pretrain.n_jobs={n_jobs} runs sizes side by side, one process each: use it with a "
+                         "one-device trainer, or pretrain.n_jobs=1 with a multi-device one")  # fmt: skip
+    from joblib import Parallel, delayed
+
+    costliest_first = sorted(sizes, key=lambda s: -size_cost(cfg.model.sizes[s]))
+    done = Parallel(n_jobs=n_jobs)(delayed(pretrain_in_worker)(cfg, size) for size in costliest_first)
+    return {size: done[costliest_first.index(size)] for size in sizes}
+
+
+def size_cost(shape: Mapping[str, Any]) -> int:
+    """Training cost of a size up to a constant (its per-layer matmul parameters): the longest start first."""
+    return int(shape["n_layers"]) * int(shape["d_model"]) * (int(shape["d_model"]) + int(shape["d_ff"]))
+
+
+def pretrain_in_worker(cfg: Any, size: str) -> dict[str, float]:
+    """One size in a joblib worker process: its own threads, store connection, tokenizer and data (the
+    model's init and data order come from the seed alone, so it trains as it would in the stage's process)."""
+    from cptlaw.cpu import setup_cpu
+
+    setup_cpu(int(cfg.pretrain.get("threads") or cfg.threads))
+    tracking.configure_from(cfg.tracking)
+    tokenizer = load_tokenizer(cfg.paths.tokenizer)
+    return pretrain_size(cfg, size, tokenizer, load_data(cfg, tokenizer))
 
 
 def check_local_base(cfg: Any) -> Path:
