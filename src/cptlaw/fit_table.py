@@ -71,4 +71,16 @@ def fit_table_from_experiments(
         runs = runs[~dup]
     if runs.empty:
         return pd.DataFrame(columns=COLUMNS), []
-    return build_fit_table(runs), [str(r) for r in runs["run_id"]]
+    table = in_content_order(build_fit_table(runs))
+    return table, list(dict.fromkeys([*map(str, table["run_id"]), *sorted(map(str, runs["run_id"]))]))
+
+
+CONTENT_ORDER = ["domain", "N", "r", "regime", "seed", "k1", "k2", "D"]
+
+
+def in_content_order(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows sorted by what they are, not by when their runs finished: the store lists runs by start time, which
+    two parallel jobs decide by a race, and the fits' low digits (multi-start order, held-out folds) followed."""
+    return table.sort_values([*CONTENT_ORDER, "run_id"], kind="stable", na_position="last").reset_index(
+        drop=True
+    )
