@@ -198,24 +198,25 @@ def pretrain_sizes(cfg: Any) -> dict[str, dict[str, float]]:
     if unknown:
         raise ModelError(f"model.train_sizes names unknown sizes {unknown}; known: {list(cfg.model.sizes)}")
     check_trainer(to_dict(cfg.trainer), "trainer")
+    sizes = list(cfg.model.train_sizes)
+    n_jobs = min(int(cfg.pretrain.get("n_jobs") or 1), len(sizes))
+    if n_jobs > 1 and schedule(cfg.pretrain, cfg.trainer).world > 1:
+        raise ModelError(f"pretrain.n_jobs={n_jobs} runs sizes side by side, one process each: use it with a "
+                         "one-device trainer, or pretrain.n_jobs=1 with a multi-device one")  # fmt: skip
     tokenizer = load_tokenizer(cfg.paths.tokenizer)
     if tokenizer.eos_token_id is None:
         raise ModelError(f"tokenizer {cfg.paths.tokenizer} has no eos_token")
     tracking.configure_from(cfg.tracking)
     tracking.experiment_id(layout.stage_experiment(cfg, STAGE), cfg.tracking.get("artifact_root"))
-    sizes = list(cfg.model.train_sizes)
-    n_jobs = min(int(cfg.pretrain.get("n_jobs") or 1), len(sizes))
     if n_jobs == 1:
         datamodule = load_data(cfg, tokenizer)
         return {size: pretrain_size(cfg, size, tokenizer, datamodule) for size in sizes}
-    if schedule(cfg.pretrain, cfg.trainer).world > 1:
-        raise ModelError(f"pretrain.n_jobs={n_jobs} runs sizes side by side, one process each: use it with a "
-                         "one-device trainer, or pretrain.n_jobs=1 with a multi-device one")  # fmt: skip
     from joblib import Parallel, delayed
 
     costliest_first = sorted(sizes, key=lambda s: -size_cost(cfg.model.sizes[s]))
     done = Parallel(n_jobs=n_jobs)(delayed(pretrain_in_worker)(cfg, size) for size in costliest_first)
-    return {size: done[costliest_first.index(size)] for size in sizes}
+    by_size = dict(zip(costliest_first, done, strict=True))
+    return {size: by_size[size] for size in sizes}
 
 
 def size_cost(shape: Mapping[str, Any]) -> int:
