@@ -69,3 +69,36 @@ def test_launcher_run_is_reused_once_then_parent(mlflow_uri, monkeypatch):
     assert len(frame) == 2
     child = frame[frame["run_id"] != launcher].iloc[0]
     assert child["tags.mlflow.parentRunId"] == launcher
+
+
+def _log_same_dataset(uri: str, source: str, lock, barrier) -> None:
+    """One sweep cell: its own run, then the dataset every cell shares, logged at the same moment as the others."""
+    tracking.configure(uri)
+    with lock:  # the experiment exists once (its own get-or-create is not what this test is about)
+        tracking.experiment_id("race")
+    with tracking.run("race"):
+        barrier.wait(timeout=60)
+        tracking.log_dataset(source, name="medical:random:r=0.5", digest="cc186d6c941b")
+
+
+def test_runs_logging_one_dataset_at_once_all_link_it(mlflow_uri, tmp_path):
+    """Parallel cells of a sweep log the same dataset together; the store's read-then-insert lets two insert it,
+    and the loser must link to the winner's row instead of failing its run (seen in a joblib sweep)."""
+    import multiprocessing as mp
+
+    ctx, n = mp.get_context("fork"), 6  # forked before this process opens the store: each child has its own
+    lock, barrier = ctx.Lock(), ctx.Barrier(n)
+    procs = [
+        ctx.Process(target=_log_same_dataset, args=(mlflow_uri, str(tmp_path), lock, barrier))
+        for _ in range(n)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * n
+    tracking.configure(mlflow_uri)
+    frame = tracking.runs_frame(["race"])
+    runs = tracking.MlflowClient().search_runs([tracking.experiment_id("race")])
+    assert len(frame) == n
+    assert all([d.dataset.name for d in r.inputs.dataset_inputs] == ["medical:random:r=0.5"] for r in runs)

@@ -18,6 +18,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from cptlaw.errors import TrackingError
@@ -216,7 +217,20 @@ def log_dataset(source: str | Path, name: str, digest: str, context: str = "trai
 
     src = resolve_dataset_source(Path(source).resolve().as_uri())
     dataset = MetaDataset(src, name=name, digest=digest)
-    mlflow.log_input(dataset, context=context)
+    for attempt in range(3):
+        try:
+            return mlflow.log_input(dataset, context=context)
+        except MlflowException as e:
+            if attempt == 2 or not _lost_insert_race(e):
+                raise
+
+
+def _lost_insert_race(e: Exception) -> bool:
+    """The store's log_inputs reads "does this dataset exist?" then inserts it in one transaction: two runs of
+    one sweep logging the same dataset at once can both insert, and the loser's transaction is rolled back
+    whole (a unique-key violation). Retrying finds the winner's row and links to it."""
+    msg = str(e)
+    return any(s in msg for s in ("UNIQUE constraint failed", "IntegrityError", "duplicate key value"))
 
 
 @contextlib.contextmanager
