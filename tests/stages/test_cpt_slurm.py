@@ -83,8 +83,9 @@ def test_array_sweep_with_a_sigkilled_task_resubmits_only_the_missing_cell_and_f
     from cptlaw import tracking
 
     env = _env(cpt_project, slurm_cluster)
-    # 3 cells, 2 tasks at a time: D = 640 and 1,280 take a few seconds, the D = 20,000 one ~15 s (killed)
-    cells = {"n_tokens": "[640,1280,20000]", "ratios": "[1.0]"}
+    # 3 cells, 2 tasks at a time: D = 640 and 1,280 take a few seconds, the D = 20,000 one ~15 s (killed). The
+    # long one is task 0, so it is killed early in the job: submitit polls SLURM at half the job's age
+    cells = {"n_tokens": "[20000,640,1280]", "ratios": "[1.0]"}
     args = _sweep_args(cpt_project, tmp_path, "a", **cells)
     first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tracking.configure(mlflow_uri)
