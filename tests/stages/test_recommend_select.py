@@ -1,5 +1,6 @@
 """recommend / select / report stages on synthetic fit outputs with known laws; bad inputs."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from cptlaw.config import CONF_DIR
 from cptlaw.decide.inputs import DecisionError
 from cptlaw.laws import get_law, max_domain_share, optimal_share_limited_data, ppl_optimum
+from cptlaw.stages import exit_on_bad_input
 from tests.helpers.decide_synth import DOMAIN, GENERAL, PPL, fit_table, fits_json, write
 
 
@@ -129,6 +131,11 @@ def test_select_boundary_optimum_is_soft(project, synth, capsys):
     assert "boundary optimum" in capsys.readouterr().out
 
 
+# the command line, once per stage (stage, message); the other cases call the stage in this process
+CLI_CASES = {("recommend", "fits.json does not exist"), ("select", "fits.json does not exist"),
+             ("validate", "selection.json does not exist"), ("report", "fits.json does not exist")}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("stage", "setup", "extra", "message"),
     [
@@ -152,7 +159,7 @@ def test_select_boundary_optimum_is_soft(project, synth, capsys):
         ("report", "none", [], "fits.json does not exist: run the fit stage"),
     ],
 )
-def test_bad_inputs_exit_with_one_line(project, synth, stage, setup, extra, message):
+def test_bad_inputs_exit_with_one_line(project, synth, stage, setup, extra, message, capsys):
     table, fits = synth
     fits = json.loads(json.dumps(fits, default=float))
     if setup != "none":
@@ -165,13 +172,20 @@ def test_bad_inputs_exit_with_one_line(project, synth, stage, setup, extra, mess
             fits["targets"] = {}
         write(project / "reports", table, fits)
         write_pool(project)
-    args = [f"paths.root={project}", "profile=smoke", "domains=[medical,code]", "cpt.sweeps.ppl_regimes.domains=[medical]",
-            f"hydra.run.dir={project}/outputs", *extra]  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", f"cptlaw.stages.{stage}", *args], capture_output=True, text=True,
-                          cwd=project)  # fmt: skip
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    err = proc.stderr.strip().splitlines()
-    assert len(err) == 1 and message in err[0] and "Traceback" not in proc.stderr
+    if any(stage == st and message.startswith(m) for st, m in CLI_CASES):  # Hydra's main: exit 2, one line
+        args = [f"paths.root={project}", "profile=smoke", "domains=[medical,code]",
+                "cpt.sweeps.ppl_regimes.domains=[medical]", f"hydra.run.dir={project}/outputs", *extra]  # fmt: skip
+        proc = subprocess.run([sys.executable, "-m", f"cptlaw.stages.{stage}", *args], capture_output=True,
+                              text=True, cwd=project)  # fmt: skip
+        returncode, stderr = proc.returncode, proc.stderr
+    else:  # the same contract in this process (a new interpreter per case costs ~5 s)
+        module = importlib.import_module(f"cptlaw.stages.{stage}")
+        with pytest.raises(SystemExit) as exit_, exit_on_bad_input(stage):
+            module.run(cfg(project, *extra))
+        returncode, stderr = exit_.value.code, capsys.readouterr().err
+    assert returncode == 2, stderr[-2000:]
+    err = stderr.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "Traceback" not in stderr
 
 
 def test_decision_error_is_a_value_error():
