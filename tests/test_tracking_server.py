@@ -71,9 +71,10 @@ def test_unreachable_server_fails_before_training(cpt_project, tmp_path):
          f"hydra.run.dir={tmp_path}/h"],
         capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
-    assert proc.returncode != 0
-    err = proc.stderr.strip().splitlines()
-    assert "unreachable" in err[-1] and "Traceback" not in proc.stderr
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("cpt: error:")]
+    assert len(errors) == 1 and "unreachable" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
 
 
 @pytest.mark.slow
