@@ -104,3 +104,11 @@ def selection_dir(cfg: Any, domain: str) -> Path:
 
 def selection_file(cfg: Any, domain: str) -> Path:
     return selection_dir(cfg, domain) / "selection.json"
+
+
+def in_project(path: str | Path, root: str | Path) -> str:
+    """`path` relative to the project root when it lies inside it (else absolute): what a file that travels
+    with the project (a DVC output, a regime name that enters a config hash) records, so a moved or cloned
+    project reads the same."""
+    path, root = Path(path).resolve(), Path(root).resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)

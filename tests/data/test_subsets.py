@@ -65,6 +65,8 @@ def test_select_ids_file(tmp_path):
     ids = pd.Series(["a", "b", "c", "d"])
     (tmp_path / "sel.json").write_text(json.dumps({"ids": ["d", "b"]}))
     assert list(select(parse_regime(f"ids:{tmp_path}/sel.json"), ids, None)) == [1, 3]
+    assert list(select(parse_regime("ids:sel.json", tmp_path), ids, None)) == [1, 3]  # from the project root
+    assert parse_regime(f"ids:{tmp_path}/sel.json", "/elsewhere").ids_path == f"{tmp_path}/sel.json"
     (tmp_path / "bad.txt").write_text("a\nzzz\n")
     with pytest.raises(SubsetError, match="not in the train split"):
         select(parse_regime(f"ids:{tmp_path}/bad.txt"), ids, None)

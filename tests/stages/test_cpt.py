@@ -92,6 +92,31 @@ def test_bad_input_cli_one_line_no_traceback(cpt_project, tmp_path):
     assert errors == ["cpt: error: `cpt.r` must be in [0, 1], got 1.5"], proc.stderr
 
 
+def test_selected_ids_regime_hashes_the_same_in_a_moved_project(cpt_project, tmp_path, monkeypatch):
+    """select names its subset `ids:<project-relative path>`, read from the project root whatever the cwd: the
+    validate arms keep their config hashes (so their finished runs) when the project is cloned or moved,
+    and another selection in the same file is another run."""
+    import shutil
+
+    import pandas as pd
+
+    from cptlaw.lm.cpt_run import plan
+
+    ids = pd.read_parquet(cpt_project / "data/corpora/medical/train.parquet")["id"].astype(str)[:20]
+    hashes = []
+    monkeypatch.chdir(tmp_path)
+    for name in ("here", "moved"):
+        root = tmp_path / name
+        shutil.copytree(cpt_project, root, ignore=shutil.ignore_patterns("outputs", "mlruns"))
+        (root / "data/selected/medical").mkdir(parents=True)
+        (root / "data/selected/medical/ids.txt").write_text("\n".join(ids) + "\n")
+        monkeypatch.setenv("CPTLAW_ROOT", str(root))
+        hashes.append(plan(compose_cfg(root, regime="ids:data/selected/medical/ids.txt")).config_hash)
+    assert hashes[0] == hashes[1]
+    (root / "data/selected/medical/ids.txt").write_text("\n".join(ids[:10]) + "\n")
+    assert plan(compose_cfg(root, regime="ids:data/selected/medical/ids.txt")).config_hash != hashes[1]
+
+
 def test_any_local_hf_dir_is_a_base_model(env, tmp_path):
     """`model.name_or_path` (model=hf_local): a foreign HF dir without cptlaw.json, LR from `cpt.lr`."""
     import shutil

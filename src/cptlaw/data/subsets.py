@@ -58,8 +58,10 @@ def window(centre: float, width: float) -> tuple[float, float]:
     return round(lo, 6), round(lo + width, 6)
 
 
-def parse_regime(spec: str) -> Regime:
-    """Parse a regime name (see the module docstring); one-line `SubsetError` for anything else."""
+def parse_regime(spec: str, root: str | Path | None = None) -> Regime:
+    """Parse a regime name (see the module docstring); one-line `SubsetError` for anything else. A relative
+    `ids:<path>` is taken from the project `root` when given (select writes it so: the name, which enters the
+    runs' config hashes, stays the same when the project moves)."""
     spec = str(spec).strip()
     if spec == "random":
         return Regime("random")
@@ -67,7 +69,9 @@ def parse_regime(spec: str) -> Regime:
         path = spec[4:]
         if not path:
             raise SubsetError("`cpt.regime` ids:<path> needs a path, got 'ids:'")
-        return Regime(spec, ids_path=path)
+        return Regime(
+            spec, ids_path=str(Path(root) / path) if root and not Path(path).is_absolute() else path
+        )
     if m := _CW.match(spec):
         lo, hi = window(int(m[1]) / 100, int(m[2]) / 100)
         return Regime("random" if (lo, hi) == (0.0, 1.0) else spec, lo, hi)

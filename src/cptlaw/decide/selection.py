@@ -96,14 +96,17 @@ def select_domain(
     return rec, sel.indices
 
 
-def write_selection(out_dir: Path, pool: pd.DataFrame, chosen: np.ndarray, record: dict) -> Path:
-    """`ids.txt` (one id per line, in selection order: `cpt.regime=ids:<path>`) and `selection.json`."""
+def write_selection(out_dir: Path, pool: pd.DataFrame, chosen: np.ndarray, record: dict, root: Path) -> Path:
+    """`ids.txt` (one id per line, in selection order: `cpt.regime=ids:<path>`) and `selection.json`, which
+    names it relative to the project `root` (the validate arms' regime, so their config hashes survive a move)."""
     import json
+
+    from cptlaw.layout import in_project
 
     out_dir.mkdir(parents=True, exist_ok=True)
     ids_path = out_dir / "ids.txt"
     ids_path.write_text("\n".join(pool["id"].astype(str).to_numpy()[chosen]) + "\n")
-    record = record | {"ids_file": str(ids_path)}
+    record = record | {"ids_file": in_project(ids_path, root)}
     (out_dir / "selection.json").write_text(json.dumps(record, indent=1, default=float))
     return ids_path
 

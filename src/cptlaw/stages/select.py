@@ -12,13 +12,14 @@ or unaligned scores exit 2 with one line.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
 from cptlaw import layout, tracking
-from cptlaw.config import CONF_DIR, config_hash, to_dict
+from cptlaw.config import CONF_DIR, config_hash, project_root, to_dict
 from cptlaw.cpu import setup_cpu
 from cptlaw.decide import plots
 from cptlaw.decide.inputs import load_fit_table, load_fits
@@ -41,8 +42,9 @@ def select_one(cfg: DictConfig, fits: dict, table: Any, d: str) -> dict[str, Any
     scores = layout.score_file(cfg, d, str(c.base))
     pool = read_pool(scores, layout.corpus_split(cfg, d, "train"))
     rec, chosen = select_domain(fits, table, pool, d, c)
-    rec |= {"scores": str(scores), "base": str(c.base), "config_hash": config_hash(c)}
-    ids_path = write_selection(layout.selection_dir(cfg, d), pool, chosen, rec)
+    root = project_root()
+    rec |= {"scores": layout.in_project(scores, root), "base": str(c.base), "config_hash": config_hash(c)}
+    ids_path = write_selection(layout.selection_dir(cfg, d), pool, chosen, rec, Path(root))
     print(
         f"[select] {summary_line(rec, ids_path)}"
         + (f"\n[select] {d}: note: {rec['message']}" if rec.get("message") else "")
