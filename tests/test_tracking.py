@@ -71,8 +71,12 @@ def test_launcher_run_is_reused_once_then_parent(mlflow_uri, monkeypatch):
     assert child["tags.mlflow.parentRunId"] == launcher
 
 
-def _log_same_dataset(uri: str, source: str, lock, barrier) -> None:
-    """One sweep cell: its own run, then the dataset every cell shares, logged at the same moment as the others."""
+def _log_same_dataset(uri: str, source: str, lock, barrier, delay: float) -> None:
+    """One sweep cell: opens the store (staggered: some while another creates it), makes its run, then logs the
+    dataset every cell shares at the same moment as the others."""
+    import time
+
+    time.sleep(delay)
     tracking.configure(uri)
     with lock:  # the experiment exists once (its own get-or-create is not what this test is about)
         tracking.experiment_id("race")
@@ -81,24 +85,23 @@ def _log_same_dataset(uri: str, source: str, lock, barrier) -> None:
         tracking.log_dataset(source, name="medical:random:r=0.5", digest="cc186d6c941b")
 
 
-def test_runs_logging_one_dataset_at_once_all_link_it(mlflow_uri, tmp_path):
-    """Parallel cells of a sweep log the same dataset together; the store's read-then-insert lets two insert it,
-    and the loser must link to the winner's row instead of failing its run (seen in a joblib sweep)."""
+def test_runs_opening_a_new_store_and_logging_one_dataset_at_once_all_succeed(mlflow_uri, tmp_path):
+    """Parallel cells of a sweep on a new SQLite store: one creates its schema while the others wait (those
+    arriving mid-creation failed with "duplicate column name"); then they log the same dataset together, and
+    the store's read-then-insert lets two insert it: the loser must link to the winner's row instead of
+    failing its run (seen in a joblib sweep)."""
     import multiprocessing as mp
 
     ctx, n = mp.get_context("fork"), 6  # forked before this process opens the store: each child has its own
     lock, barrier = ctx.Lock(), ctx.Barrier(n)
-    procs = [
-        ctx.Process(target=_log_same_dataset, args=(mlflow_uri, str(tmp_path), lock, barrier))
-        for _ in range(n)
-    ]
+    args = [(mlflow_uri, str(tmp_path), lock, barrier, 0.15 * i) for i in range(n)]
+    procs = [ctx.Process(target=_log_same_dataset, args=a) for a in args]
     for p in procs:
         p.start()
     for p in procs:
         p.join(120)
     assert [p.exitcode for p in procs] == [0] * n
     tracking.configure(mlflow_uri)
-    frame = tracking.runs_frame(["race"])
     runs = tracking.MlflowClient().search_runs([tracking.experiment_id("race")])
-    assert len(frame) == n
+    assert len(runs) == n
     assert all([d.dataset.name for d in r.inputs.dataset_inputs] == ["medical:random:r=0.5"] for r in runs)

@@ -92,12 +92,12 @@ def configure(uri: str, artifact_root: str | None = None) -> str:
 
 def _init_sqlite(uri: str, db: Path) -> None:
     """Create a new SQLite store's schema in one process at a time: MLflow migrates a fresh database on first
-    use, and two sweeps starting together on a new store otherwise race ("table ... already exists")."""
-    from filelock import FileLock
-
-    if db.is_file():
-        return
+    use, and two sweeps starting together on a new store otherwise race ("table ... already exists",
+    "duplicate column name"). The file appears as soon as the first process connects, long before its
+    migration ends, so every process takes the lock (a store that is complete answers at once)."""
     import logging
+
+    from filelock import FileLock
 
     loggers = [logging.getLogger(n) for n in ("mlflow", "alembic")]  # "Creating initial ... tables" on stderr
     levels = [lg.level for lg in loggers]
