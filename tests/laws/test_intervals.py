@@ -39,6 +39,16 @@ def test_resample_weights_draw_whole_groups():
     assert np.all(w[:, [0, 2, 5]].sum(axis=1) == 3)  # 3 groups drawn per resample
 
 
+def test_resamples_follow_the_rows_not_the_group_labels():
+    """The same runs under other ids (MLflow's are random, new on every re-run of a pipeline) draw the same
+    resamples: a seeded interval is reproducible from the same fitting table."""
+    g = np.array(["f3", "f3", "0a", "0a", "9c", "1b"])
+    again = np.array(["00", "00", "ff", "ff", "aa", "55"])  # other labels, sorted in another order
+    w = resample_weights(g, 50, seed=0)
+    assert np.array_equal(w, resample_weights(again, 50, seed=0))
+    assert not np.array_equal(w, resample_weights(g[::-1], 50, seed=0)[:, ::-1])  # row order does count
+
+
 def test_bootstrap_methods_agree():
     x, y, _ = points("chinchilla", noise=0.005, seed=3)
     base = fit("chinchilla", x, y, n_starts=16)

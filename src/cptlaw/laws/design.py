@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from cptlaw.laws.decide import compute_optimal, max_domain_share, optimal_share_limited_data, ppl_optimum
-from cptlaw.laws.evaluate import BootstrapResult, resample_weights, take
+from cptlaw.laws.evaluate import BootstrapResult, group_codes, resample_weights, take
 from cptlaw.laws.fit import FitError, FitProblem, FitResult, check_loss, refit
 from cptlaw.laws.forms import LawForm, LawInputError
 
@@ -131,10 +131,8 @@ def rank_next_runs(
     picks = [draws[i] for i in rng.choice(len(draws), size=n_sim, replace=len(draws) < n_sim)]
     eps = rng.normal(0.0, 1.0, (n_sim, len(checkpoints)))
     # groups of the augmented data: the candidate run is one new group
-    uniq = np.unique(groups)
-    new_label = len(uniq)
-    _, inv = np.unique(groups, return_inverse=True)
-    aug_groups = np.concatenate([inv, np.full(len(checkpoints), new_label)])
+    inv = group_codes(groups)
+    aug_groups = np.concatenate([inv, np.full(len(checkpoints), int(inv.max()) + 1)])
     wa = resample_weights(aug_groups, n_boot, seed + 1)
     out = []
     for run in candidates:

@@ -67,13 +67,23 @@ class BootstrapResult:
                 "median": {k: float(np.median(v)) for k, v in self.samples.items() if v.size}}  # fmt: skip
 
 
+def group_codes(groups: Any) -> np.ndarray:
+    """0, 1, 2, ... per point, numbering the groups in order of first appearance, not by label: the labels
+    (MLflow run ids are random) then cannot change which runs a seeded resample draws, only the rows can."""
+    _, first, inverse = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
+    rank = np.empty(first.size, dtype=int)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+    return rank[inverse.reshape(-1)]
+
+
 def resample_weights(groups: Any, n_boot: int, seed: int = 0) -> np.ndarray:
     """(n_boot, n_points) multiplicities of each point when whole groups are drawn with replacement."""
-    uniq, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    codes = group_codes(groups)
+    n_groups = int(codes.max()) + 1 if codes.size else 0
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, uniq.size, (n_boot, uniq.size))
-    counts = np.stack([np.bincount(d, minlength=uniq.size) for d in draws])
-    return counts[:, inverse].astype(float)
+    draws = rng.integers(0, n_groups, (n_boot, n_groups))
+    counts = np.stack([np.bincount(d, minlength=n_groups) for d in draws])
+    return counts[:, codes].astype(float)
 
 
 def bootstrap(
