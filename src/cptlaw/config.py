@@ -47,6 +47,12 @@ def to_dict(cfg: DictConfig | dict) -> dict[str, Any]:
     return dict(cfg)
 
 
+def resolved(cfg: DictConfig) -> DictConfig:
+    """A copy with every interpolation resolved here, for another process: a reused joblib worker must not
+    resolve `${cptlaw_root:}` or `${oc.env:...}` against its own (older) working directory and environment."""
+    return OmegaConf.create(to_dict(cfg))
+
+
 def config_hash(cfg: DictConfig | dict, *, length: int = 16) -> str:
     """Stable hash of a (sub)config: same settings → same hash, used to skip finished runs."""
     blob = json.dumps(to_dict(cfg), sort_keys=True, default=str)

@@ -96,7 +96,9 @@ def select_domain(
     return rec, sel.indices
 
 
-def write_selection(out_dir: Path, pool: pd.DataFrame, chosen: np.ndarray, record: dict, root: Path) -> Path:
+def write_selection(
+    out_dir: Path, pool: pd.DataFrame, chosen: np.ndarray, record: dict, root: str | Path
+) -> Path:
     """`ids.txt` (one id per line, in selection order: `cpt.regime=ids:<path>`) and `selection.json`, which
     names it relative to the project `root` (the validate arms' regime, so their config hashes survive a move)."""
     import json

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from cptlaw import layout
-from cptlaw.config import config_hash, project_root, to_dict
+from cptlaw.config import config_hash, project_root, resolved, to_dict
 from cptlaw.errors import CorpusError, CPTConfigError, ModelError, SubsetError, first_line
 
 # Settings that do not change a run's result (or only how it is launched) stay out of its hash.
@@ -189,9 +189,9 @@ def run_cells(cfgs: list[DictConfig], n_jobs: int = 1) -> list[dict[str, Any]]:
     else:
         from joblib import Parallel, delayed
 
-        # Resolved here: a reused worker process must not resolve `${oc.env:...}` against its own (older) env.
-        fixed = [OmegaConf.create(OmegaConf.to_container(c, resolve=True)) for c in cfgs]
-        out = list(Parallel(n_jobs=n_jobs, backend="loky")(delayed(_cell_in_worker)(c) for c in fixed))
+        out = list(
+            Parallel(n_jobs=n_jobs, backend="loky")(delayed(_cell_in_worker)(resolved(c)) for c in cfgs)
+        )
     skipped = sum(s["status"] == "skipped" for s in out)
     print(f"[cpt] {len(out)} cells: {len(out) - skipped} trained, {skipped} skipped (finished earlier)")
     return out

@@ -17,7 +17,7 @@ from typing import Any
 import lightning as L
 
 from cptlaw import layout, tracking
-from cptlaw.config import config_hash, to_dict
+from cptlaw.config import config_hash, resolved, to_dict
 from cptlaw.errors import ModelError
 from cptlaw.lm.base import base_model_info, load_tokenizer, write_base_model_info
 from cptlaw.lm.model import build_model, non_embedding_params
@@ -214,7 +214,9 @@ def pretrain_sizes(cfg: Any) -> dict[str, dict[str, float]]:
     from joblib import Parallel, delayed
 
     costliest_first = sorted(sizes, key=lambda s: -size_cost(cfg.model.sizes[s]))
-    done = Parallel(n_jobs=n_jobs)(delayed(pretrain_in_worker)(cfg, size) for size in costliest_first)
+    done = Parallel(n_jobs=n_jobs)(
+        delayed(pretrain_in_worker)(resolved(cfg), size) for size in costliest_first
+    )
     by_size = dict(zip(costliest_first, done, strict=True))
     return {size: by_size[size] for size in sizes}
 

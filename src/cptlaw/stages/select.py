@@ -12,7 +12,6 @@ or unaligned scores exit 2 with one line.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -44,7 +43,7 @@ def select_one(cfg: DictConfig, fits: dict, table: Any, d: str) -> dict[str, Any
     rec, chosen = select_domain(fits, table, pool, d, c)
     root = str(cfg.paths.root)  # the config's project (resolved in this process), as the CPT runs read it
     rec |= {"scores": layout.in_project(scores, root), "base": str(c.base), "config_hash": config_hash(c)}
-    ids_path = write_selection(layout.selection_dir(cfg, d), pool, chosen, rec, Path(root))
+    ids_path = write_selection(layout.selection_dir(cfg, d), pool, chosen, rec, root)
     print(
         f"[select] {summary_line(rec, ids_path)}"
         + (f"\n[select] {d}: note: {rec['message']}" if rec.get("message") else "")
