@@ -28,6 +28,13 @@ def project_root() -> str:
     return str(here)
 
 
+def config_root(cfg: Any) -> str:
+    """The project a config describes (`paths.root`): a worker process may have another cwd or environment,
+    so paths that enter hashes and records are made relative to this, not to `project_root()`."""
+    root = OmegaConf.select(cfg, "paths.root", default=None) if isinstance(cfg, DictConfig) else None
+    return str(root) if root else project_root()
+
+
 def conf_dir() -> Path:
     """The project's `conf/` (so a DVC experiment copy uses its own configs), else the one beside the code."""
     here = Path(project_root()) / "conf"

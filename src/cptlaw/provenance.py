@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from cptlaw.config import config_hash, project_root, to_dict
+from cptlaw.config import config_hash, config_root, project_root, to_dict
 
 
 @functools.cache
@@ -37,8 +37,8 @@ def provenance(cfg: Any, data_files: Iterable[str | Path] = (), *, hashed: Any =
     return {
         "git_rev": git_revision(),
         "config_hash": config_hash(cfg if hashed is None else hashed),
-        "data_version": content_version(files, project_root()) if files else None,
-        "config": relative_paths(to_dict(cfg), str(project_root())),
+        "data_version": content_version(files, config_root(cfg)) if files else None,
+        "config": relative_paths(to_dict(cfg), config_root(cfg)),
     }
 
 

@@ -93,9 +93,10 @@ def test_bad_input_cli_one_line_no_traceback(cpt_project, tmp_path):
 
 
 def test_selected_ids_regime_hashes_the_same_in_a_moved_project(cpt_project, tmp_path, monkeypatch):
-    """select names its subset `ids:<project-relative path>`, read from the project root whatever the cwd: the
-    validate arms keep their config hashes (so their finished runs) when the project is cloned or moved,
-    and another selection in the same file is another run."""
+    """select names its subset `ids:<project-relative path>`, read from the config's project whatever the cwd
+    or environment of the process (a reused joblib worker's may be another project's): the validate arms keep
+    their config hashes (so their finished runs) when the project is cloned or moved, and another selection in
+    the same file is another run."""
     import shutil
 
     import pandas as pd
@@ -110,7 +111,7 @@ def test_selected_ids_regime_hashes_the_same_in_a_moved_project(cpt_project, tmp
         shutil.copytree(cpt_project, root, ignore=shutil.ignore_patterns("outputs", "mlruns"))
         (root / "data/selected/medical").mkdir(parents=True)
         (root / "data/selected/medical/ids.txt").write_text("\n".join(ids) + "\n")
-        monkeypatch.setenv("CPTLAW_ROOT", str(root))
+        monkeypatch.setenv("CPTLAW_ROOT", str(root if name == "here" else tmp_path))
         hashes.append(plan(compose_cfg(root, regime="ids:data/selected/medical/ids.txt")).config_hash)
     assert hashes[0] == hashes[1]
     (root / "data/selected/medical/ids.txt").write_text("\n".join(ids[:10]) + "\n")

@@ -23,7 +23,7 @@ from filelock import FileLock
 from omegaconf import DictConfig
 
 from cptlaw import layout
-from cptlaw.config import config_hash, project_root, resolved, to_dict
+from cptlaw.config import config_hash, config_root, resolved, to_dict
 from cptlaw.errors import CorpusError, CPTConfigError, ModelError, SubsetError, first_line
 
 # Settings that do not change a run's result (or only how it is launched) stay out of its hash.
@@ -166,7 +166,7 @@ def plan(cfg: DictConfig) -> Plan:
         )
     lr = float(c.lr_factor) * float(info["final_lr"]) if "final_lr" in info else float(c.lr)
     _check_stores(cfg, base_dir)
-    root = project_root()
+    root = config_root(cfg)
     data_version = content_version(files, root)
     base_version = content_version(sorted(p for p in base_dir.iterdir() if p.is_file()), root)
     chash = _hash(cfg, base_id, base_version, data_version, base_model_dtype(cfg))

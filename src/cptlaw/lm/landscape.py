@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from cptlaw import layout, tracking
-from cptlaw.config import config_hash, project_root, to_dict
+from cptlaw.config import config_hash, config_root, to_dict
 from cptlaw.data.landscape import aggregate, log_ppl_histogram
 from cptlaw.data.version import content_version
 from cptlaw.errors import ModelError
@@ -113,7 +113,7 @@ def score_provenance(cfg: Any, scorer: Scorer, domain: str, hashed: dict[str, An
     model's content version and the MLflow run."""
     model_files = sorted(p for p in scorer.model_dir.iterdir() if p.is_file())
     record = provenance(cfg, [layout.corpus_split(cfg, domain, "train")], hashed=hashed)
-    return {**record, "base_model": scorer.label, "base_model_version": content_version(model_files, project_root()),
+    return {**record, "base_model": scorer.label, "base_model_version": content_version(model_files, config_root(cfg)),
             "run_id": run_id}  # fmt: skip
 
 
