@@ -251,9 +251,9 @@ def test_score_files_carry_provenance(project, mlflow_uri):
     import json
 
     from cptlaw import tracking
-    from cptlaw.config import project_root, to_dict
+    from cptlaw.config import to_dict
     from cptlaw.data.version import content_version
-    from cptlaw.provenance import git_revision
+    from cptlaw.provenance import git_revision, relative_paths
     from cptlaw.stages.score import run
 
     cfg = compose_cfg(project, ["domains=[medical]"])
@@ -265,10 +265,13 @@ def test_score_files_carry_provenance(project, mlflow_uri):
     assert record["config_hash"] == scored["tags.cptlaw.config_hash"]
     assert record["run_id"] == scored["run_id"] and record["base_model"] == "a"
     split = project / "data" / "corpora" / "medical" / "train.parquet"
-    assert record["data_version"] == content_version([split], project_root())
+    assert record["data_version"] == content_version([split], project)
     model_files = sorted(p for p in (project / "models" / "base" / "a").iterdir() if p.is_file())
-    assert record["base_model_version"] == content_version(model_files, project_root())
-    assert record["git_rev"] == git_revision() and record["config"] == json.loads(json.dumps(to_dict(cfg)))
+    assert record["base_model_version"] == content_version(model_files, project)
+    assert record["git_rev"] == git_revision() and record["config"] == json.loads(
+        json.dumps(relative_paths(to_dict(cfg), str(project)))
+    )
+    assert str(project) not in json.dumps(record)  # the project's own paths are recorded relative to it
     assert sorted(p.name for p in (project / "data" / "scores" / "medical").iterdir()) == [
         "a.parquet",
         "a.provenance.json",

@@ -51,10 +51,10 @@ def test_pretrain_stage_end_to_end(project, mlflow_uri):
 
 def test_base_models_carry_provenance(project, mlflow_uri):
     from cptlaw import tracking
-    from cptlaw.config import project_root, to_dict
+    from cptlaw.config import to_dict
     from cptlaw.data.version import content_version
     from cptlaw.lm.base import base_model_info
-    from cptlaw.provenance import git_revision
+    from cptlaw.provenance import git_revision, relative_paths
     from cptlaw.stages.pretrain import run
 
     cfg = pretrain_cfg(project, ["model.train_sizes=[a]"])
@@ -65,9 +65,10 @@ def test_base_models_carry_provenance(project, mlflow_uri):
     tracking.configure(mlflow_uri)
     assert tracking.runs_frame(["pretrain"]).loc[0, "tags.cptlaw.config_hash"] == info["config_hash"]
     general = project / "data" / "corpora" / "general" / "train.parquet"
-    assert record["data_version"] == content_version([general], project_root())
+    assert record["data_version"] == content_version([general], project)
     assert record["git_rev"] == git_revision()
-    assert record["config"] == json.loads(json.dumps(to_dict(cfg)))
+    assert record["config"] == json.loads(json.dumps(relative_paths(to_dict(cfg), str(project))))
+    assert str(project) not in json.dumps(record)  # the project's own paths are recorded relative to it
     assert record["config"]["pretrain"]["n_tokens"] == 1280
 
 
