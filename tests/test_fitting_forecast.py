@@ -1,5 +1,8 @@
 """The fit stage's forecast intervals: a run continued to 2x its D, calibrated on extrapolation folds in D."""
 
+import json
+from dataclasses import replace
+
 import numpy as np
 
 from cptlaw.fitting import Target, fit_target
@@ -65,3 +68,30 @@ def test_provenance_names_no_machine_folder(tmp_path, monkeypatch):
            "uri": f"sqlite:///{root}/mlruns/mlflow.db"}  # fmt: skip
     assert relative_paths(cfg, root) == {"paths": {"root": ".", "data": "data"}, "other": "/elsewhere/x",
                                          "list": ["a"], "uri": "sqlite:///mlruns/mlflow.db"}  # fmt: skip
+
+
+def _untimed(obj):
+    """A result without its wall-clock timings (`*_s` keys)."""
+    if isinstance(obj, dict):
+        return {k: _untimed(v) for k, v in obj.items() if not k.endswith("_s")}
+    return [_untimed(v) for v in obj] if isinstance(obj, list) else obj
+
+
+def test_targets_fitted_in_two_processes_are_the_fits_of_one(caplog):
+    """`fit.n_jobs`: worker processes give the same results, bit for bit (formula laws included), in target
+    order, and the log lines of every fit still reach the stage's log."""
+    import logging
+
+    from cptlaw.fitting import fit_targets
+
+    config = CONFIG | {"laws": {"domain": ["E + A/N**alpha + B*(r + 0.001)**(-gamma)/D**beta", "dcpt"]},
+                       "bootstrap": 10, "max_holdout_groups": 2}  # fmt: skip
+    targets = [replace(_target(seed=s), name=f"domain_{s}") for s in (3, 4, 5)]
+    one = list(fit_targets(targets, config, 0, n_jobs=1))
+    with caplog.at_level(logging.INFO, logger="cptlaw.fit"):
+        two = list(fit_targets(targets, config, 0, n_jobs=2))
+    assert [t.name for t, *_ in two] == ["domain_3", "domain_4", "domain_5"]
+    for (_, a, main_a), (_, b, main_b) in zip(one, two, strict=True):
+        assert json.dumps(_untimed(a), sort_keys=True) == json.dumps(_untimed(b), sort_keys=True)
+        assert np.array_equal(main_a.predict(targets[0].X), main_b.predict(targets[0].X))
+    assert sum("[fit] domain_4 dcpt: huber" in r.getMessage() for r in caplog.records) == 1

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 
 from cptlaw.errors import FitStageError
 from cptlaw.laws import (
@@ -182,13 +183,28 @@ def fit_laws(
             else:
                 fits[form.name] = res.to_dict() | {"spec": spec}
                 fitted.append(res)
-                log.info(
-                    "[fit] %s %s: huber %.4g r2 %.4f (%s)", t.name, form.name, res.huber, res.r2, res.message
-                )
                 continue
         skipped[form.name] = reason
-        log.warning("[fit] skipping %s %s: %s", t.name, form.name, reason)
     return fits, skipped, fitted
+
+
+def fit_targets(
+    targets: Sequence[Target], c: Mapping[str, Any], seed: int, n_jobs: int = 1
+) -> Iterator[tuple[Target, dict[str, Any], FitResult | None]]:
+    """`fit_target` of each target, `n_jobs` processes at once (joblib), yielded in order with its log lines:
+    every fit is seeded alone, so the results are those of one process."""
+    done = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fit_target)(t, c, seed) for t in targets)
+    for t, (result, main) in zip(targets, done, strict=True):
+        log_target(t.name, result)
+        yield t, result, main
+
+
+def log_target(name: str, result: Mapping[str, Any]) -> None:
+    """One line per fitted law and per skipped one (in the stage's process: targets may fit in workers)."""
+    for law, f in result.get("fits", {}).items():
+        log.info("[fit] %s %s: huber %.4g r2 %.4f (%s)", name, law, f["huber"], f["r2"], f["message"])
+    for law, reason in result.get("skipped", {}).items():
+        log.warning("[fit] skipping %s %s: %s", name, law, reason)
 
 
 def ppl_surface_optimum(main: FitResult, X: Mapping[str, np.ndarray]) -> dict[str, Any]:

@@ -45,16 +45,16 @@ def load_tables(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]
 
 
 def fit_all(cfg: DictConfig, dcpt: pd.DataFrame, ppl: pd.DataFrame) -> dict[str, Any]:
-    """Every target's result; plots of each primary fit into `reports/plots/fit/`."""
+    """Every target's result (`fit.n_jobs` targets at once); plots of each primary fit into `reports/plots/fit/`."""
     targets = fitting.dcpt_targets(dcpt, cfg.domains) + fitting.ppl_targets(
         ppl, cfg.domains, cfg.fit.ppl_stats
     )
     results = {}
-    for t in targets:
-        results[t.name], main = fitting.fit_target(t, to_dict(cfg.fit), int(cfg.seed))
+    for t, result, main in fitting.fit_targets(targets, to_dict(cfg.fit), int(cfg.seed), int(cfg.fit.n_jobs)):
+        results[t.name] = result
         if main is not None and cfg.fit.plots:
             usable = fitting.usable_points(t, float(cfg.fit.min_d_tokens))
-            fit_plots.target_plots(usable, main, layout.plots_dir(cfg, "fit"), results[t.name].get("optimum"))
+            fit_plots.target_plots(usable, main, layout.plots_dir(cfg, "fit"), result.get("optimum"))
     return results
 
 
