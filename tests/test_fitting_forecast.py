@@ -95,3 +95,16 @@ def test_targets_fitted_in_two_processes_are_the_fits_of_one(caplog):
         assert json.dumps(_untimed(a), sort_keys=True) == json.dumps(_untimed(b), sort_keys=True)
         assert np.array_equal(main_a.predict(targets[0].X), main_b.predict(targets[0].X))
     assert sum("[fit] domain_4 dcpt: huber" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_run_labels_do_not_change_the_result():
+    """MLflow run ids are random: relabelling the runs (another sort order) gives the same result, forecast
+    points in the same order (the table's), bit for bit."""
+    t = _target(seed=6)
+    labels = {r: f"{i:02d}" for i, r in enumerate(reversed(dict.fromkeys(t.runs)))}  # reverses the sort order
+    relabelled = replace(t, runs=np.array([labels[r] for r in t.runs]))
+    config = CONFIG | {"bootstrap": 20}
+    a, _ = fit_target(t, config, seed=0)
+    b, _ = fit_target(relabelled, config, seed=0)
+    assert a["intervals"]["points"]["N"][0] == t.X["N"][0]
+    assert json.dumps(_untimed(a), sort_keys=True) == json.dumps(_untimed(b), sort_keys=True)

@@ -226,7 +226,7 @@ def forecast_intervals(
         main.form, t.X, t.y, along, groups=t.runs, horizon=float(np.log10(factor)), seed=seed, **kw
     )
     last = pd.DataFrame({k: v for k, v in t.X.items() if k in main.form.columns}).assign(run=t.runs)
-    last = last.loc[last.groupby("run")[along].idxmax()]
+    last = last.loc[last.groupby("run", sort=False)[along].idxmax()]  # runs in table order, not by random id
     X_new = {c: last[c].to_numpy() * (factor if c == along else 1) for c in main.form.columns}
     iv = prediction_intervals(
         main, boot, X_new, level=level, noise=noise_scale(main, t.X, t.y), calibration=cal
