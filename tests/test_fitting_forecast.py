@@ -100,10 +100,10 @@ def test_targets_fitted_in_two_processes_are_the_fits_of_one(caplog):
 def test_run_labels_do_not_change_the_result():
     """MLflow run ids are random: relabelling the runs (another sort order) gives the same result, forecast
     points in the same order (the table's), bit for bit."""
-    t = _target(seed=6)
+    t = _target(seed=1)
     labels = {r: f"{i:02d}" for i, r in enumerate(reversed(dict.fromkeys(t.runs)))}  # reverses the sort order
     relabelled = replace(t, runs=np.array([labels[r] for r in t.runs]))
-    config = CONFIG | {"bootstrap": 20}
+    config = CONFIG | {"bootstrap": 5, "holdouts": {"domain": []}}  # the forecast points and resamples
     a, _ = fit_target(t, config, seed=0)
     b, _ = fit_target(relabelled, config, seed=0)
     assert a["intervals"]["points"]["N"][0] == t.X["N"][0]
