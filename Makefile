@@ -22,12 +22,16 @@ smoke: setup
 
 # The scale-out tests' services (SLURM, PostgreSQL): installed when root with apt (idempotent, a no-op when
 # present); the tests start and stop private instances on 127.0.0.1 and skip, saying why, when they cannot.
+# Two pytest-xdist workers, one per core of CI's 2-core machine; a module's tests stay on one worker
+# (--dist loadscope), so its fixtures (the smoke pipeline, a SLURM cluster) are built once.
+XDIST := -n 2 --dist loadscope
+
 test: setup  # everything, slow end-to-end tests included: what CI runs
 	@bash scripts/services/install.sh
-	$(VENV)/python -m pytest -q
+	$(VENV)/python -m pytest -q $(XDIST)
 
 test-fast: setup  # the inner loop: no `slow` (end-to-end) tests
-	$(VENV)/python -m pytest -q -m "not slow"
+	$(VENV)/python -m pytest -q -m "not slow" $(XDIST)
 
 lint: setup
 	$(VENV)/ruff check src tests benchmarks && $(VENV)/ruff format --check src tests benchmarks

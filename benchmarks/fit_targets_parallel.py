@@ -27,16 +27,10 @@ from cptlaw.config import CONF_DIR, to_dict  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def untimed(obj):
-    if isinstance(obj, dict):
-        return {k: untimed(v) for k, v in obj.items() if not k.endswith("_s")}
-    return [untimed(v) for v in obj] if isinstance(obj, list) else obj
-
-
 def timed_fits(targets: list, c: dict, seed: int, n_jobs: int) -> tuple[float, str]:
     t0 = time.perf_counter()
     results = {t.name: r for t, r, _ in fitting.fit_targets(targets, c, seed, n_jobs)}
-    return time.perf_counter() - t0, json.dumps(untimed(results), sort_keys=True)
+    return time.perf_counter() - t0, json.dumps(fitting.untimed(results), sort_keys=True)
 
 
 def main() -> None:
@@ -48,9 +42,7 @@ def main() -> None:
         cfg = compose("config", overrides=[f"profile={args.profile}"])
     table = pd.read_csv(args.table)
     dcpt, ppl = (table[table["study"] == s].drop(columns="study") for s in ("dcpt", "ppl_regimes"))
-    targets = fitting.dcpt_targets(dcpt, cfg.domains) + fitting.ppl_targets(
-        ppl, cfg.domains, cfg.fit.ppl_stats
-    )
+    targets = fitting.all_targets(dcpt, ppl, cfg.domains, cfg.fit.ppl_stats)
     c, seed = to_dict(cfg.fit), int(cfg.seed)
     one, res_one = timed_fits(targets, c, seed, 1)
     two, res_two = timed_fits(targets, c, seed, 2)

@@ -203,3 +203,15 @@ def mlflow_server_factory(tmp_path):
     yield make
     for server in made:
         server.stop()
+        server.stop()
+
+
+# ------------------------------------------------------------------ order (pytest-xdist, `make test`)
+# `make test` runs two workers, one module at a time each (--dist loadscope: a module's fixtures are built once).
+# The two finish together when the longest modules (1-3 min each) start first; the rest keep their order.
+LONGEST_FIRST = ("test_pipeline_smoke.py", "test_cpt_slurm.py", "test_cpt_faults.py", "test_cpt_sweep.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

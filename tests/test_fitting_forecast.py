@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from cptlaw.fitting import Target, fit_target
+from cptlaw.fitting import Target, fit_target, untimed
 from cptlaw.laws import get_law
 
 TRUTH = {"E": 1.5, "A": 30.0, "B": 200.0, "C": 0.05, "alpha": 0.3, "beta": 0.35, "eta": 0.4, "gamma": 0.3}
@@ -70,13 +70,6 @@ def test_provenance_names_no_machine_folder(tmp_path, monkeypatch):
                                          "list": ["a"], "uri": "sqlite:///mlruns/mlflow.db"}  # fmt: skip
 
 
-def _untimed(obj):
-    """A result without its wall-clock timings (`*_s` keys)."""
-    if isinstance(obj, dict):
-        return {k: _untimed(v) for k, v in obj.items() if not k.endswith("_s")}
-    return [_untimed(v) for v in obj] if isinstance(obj, list) else obj
-
-
 def test_targets_fitted_in_two_processes_are_the_fits_of_one(caplog):
     """`fit.n_jobs`: worker processes give the same results, bit for bit (formula laws included), in target
     order, and the log lines of every fit still reach the stage's log."""
@@ -92,7 +85,7 @@ def test_targets_fitted_in_two_processes_are_the_fits_of_one(caplog):
         two = list(fit_targets(targets, config, 0, n_jobs=2))
     assert [t.name for t, *_ in two] == ["domain_3", "domain_4", "domain_5"]
     for (_, a, main_a), (_, b, main_b) in zip(one, two, strict=True):
-        assert json.dumps(_untimed(a), sort_keys=True) == json.dumps(_untimed(b), sort_keys=True)
+        assert json.dumps(untimed(a), sort_keys=True) == json.dumps(untimed(b), sort_keys=True)
         assert np.array_equal(main_a.predict(targets[0].X), main_b.predict(targets[0].X))
     assert sum("[fit] domain_4 dcpt: huber" in r.getMessage() for r in caplog.records) == 1
 
@@ -107,4 +100,4 @@ def test_run_labels_do_not_change_the_result():
     a, _ = fit_target(t, config, seed=0)
     b, _ = fit_target(relabelled, config, seed=0)
     assert a["intervals"]["points"]["N"][0] == t.X["N"][0]
-    assert json.dumps(_untimed(a), sort_keys=True) == json.dumps(_untimed(b), sort_keys=True)
+    assert json.dumps(untimed(a), sort_keys=True) == json.dumps(untimed(b), sort_keys=True)

@@ -101,6 +101,20 @@ def dcpt_targets(dcpt: pd.DataFrame, domains: Sequence[str]) -> list[Target]:
     return [*out, _target("cross", "cross", None, t, "domain_loss", X)]
 
 
+def all_targets(
+    dcpt: pd.DataFrame, ppl: pd.DataFrame, domains: Sequence[str], stats: Sequence[str]
+) -> list[Target]:
+    """The fit stage's targets, in its order: every D-CPT target, then every perplexity target."""
+    return dcpt_targets(dcpt, domains) + ppl_targets(ppl, domains, stats)
+
+
+def untimed(result: Any) -> Any:
+    """A result without its wall-clock timings (`*_s` keys): the part that must agree across processes."""
+    if isinstance(result, dict):
+        return {k: untimed(v) for k, v in result.items() if not k.endswith("_s")}
+    return [untimed(v) for v in result] if isinstance(result, list) else result
+
+
 def domain_pairs(domains: np.ndarray) -> np.ndarray:
     """Label each row with its pair of domains (sorted names, taken two by two: `a+b`).
 

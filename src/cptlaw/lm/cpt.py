@@ -32,6 +32,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from cptlaw.config import config_root
 from cptlaw.config import to_dict as cfg_dict
 from cptlaw.errors import ModelError
 from cptlaw.lm.datamodule import CPTDataModule
@@ -287,7 +288,7 @@ def _load(cfg: Any, p: Any) -> tuple[Any, Any, Any, float]:
     from cptlaw.lm.model import check_vocab, load_causal_lm
 
     c, start = cfg.cpt, time.perf_counter()
-    regime = parse_regime(c.regime, cfg.paths.root)
+    regime = parse_regime(c.regime, config_root(cfg))
     tokenizer = tokenizer_for(p.base_dir, cfg.paths.tokenizer)
     model = load_causal_lm(p.base_dir, base_model_dtype(cfg))
     check_vocab(model, tokenizer)

@@ -151,7 +151,7 @@ def plan(cfg: DictConfig) -> Plan:
 
     c = cfg.cpt
     _check_settings(c)
-    regime = parse_regime(c.regime, cfg.paths.root)
+    regime = parse_regime(c.regime, config_root(cfg))
     base_id, base_dir = base_model_label(cfg, c.base), base_model_dir(cfg, c.base)
     files, scores_path = _input_files(cfg, regime, base_id)
     if not (base_dir / "config.json").is_file():

@@ -46,9 +46,7 @@ def load_tables(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]
 
 def fit_all(cfg: DictConfig, dcpt: pd.DataFrame, ppl: pd.DataFrame) -> dict[str, Any]:
     """Every target's result (`fit.n_jobs` targets at once); plots of each primary fit into `reports/plots/fit/`."""
-    targets = fitting.dcpt_targets(dcpt, cfg.domains) + fitting.ppl_targets(
-        ppl, cfg.domains, cfg.fit.ppl_stats
-    )
+    targets = fitting.all_targets(dcpt, ppl, cfg.domains, cfg.fit.ppl_stats)
     results = {}
     for t, result, main in fitting.fit_targets(targets, to_dict(cfg.fit), int(cfg.seed), int(cfg.fit.n_jobs)):
         results[t.name] = result

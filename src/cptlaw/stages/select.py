@@ -18,7 +18,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cptlaw import layout, tracking
-from cptlaw.config import CONF_DIR, config_hash, to_dict
+from cptlaw.config import CONF_DIR, config_hash, config_root, to_dict
 from cptlaw.cpu import setup_cpu
 from cptlaw.decide import plots
 from cptlaw.decide.inputs import load_fit_table, load_fits
@@ -41,7 +41,7 @@ def select_one(cfg: DictConfig, fits: dict, table: Any, d: str) -> dict[str, Any
     scores = layout.score_file(cfg, d, str(c.base))
     pool = read_pool(scores, layout.corpus_split(cfg, d, "train"))
     rec, chosen = select_domain(fits, table, pool, d, c)
-    root = str(cfg.paths.root)  # the config's project (resolved in this process), as the CPT runs read it
+    root = config_root(cfg)  # as the CPT runs read it
     rec |= {"scores": layout.in_project(scores, root), "base": str(c.base), "config_hash": config_hash(c)}
     ids_path = write_selection(layout.selection_dir(cfg, d), pool, chosen, rec, root)
     print(
