@@ -73,6 +73,19 @@ def test_recommend_recovers_known_usages(project, synth):
     assert len(tracking.runs_frame(["recommend"])) == 1
 
 
+def test_domains_decided_in_two_processes_are_the_answers_of_one(project, synth):
+    """`recommend.n_jobs`: worker processes give the same answers bit for bit, in the configured domain order,
+    and a domain without runs is still kept with its reason."""
+    from cptlaw.decide.usages import recommend_domains
+
+    table, fits = synth
+    c = cfg(project, "recommend.bootstrap=6", "recommend.domains=[code,math,medical]").recommend
+    one, two = (recommend_domains(fits, table, c, 0, {"n_starts": 4}, n_jobs=n) for n in (1, 2))
+    assert list(two["domains"]) == ["code", "medical"] and "math" in two["errors"]
+    for key in ("domains", "errors"):
+        assert json.dumps(one[key], sort_keys=True) == json.dumps(two[key], sort_keys=True)
+
+
 def test_recommend_infeasible_tolerance_is_recorded(project, synth):
     from cptlaw.stages.recommend import run
 

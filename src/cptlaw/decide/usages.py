@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 
 from cptlaw.decide.brackets import usage1_bracket, usage2_bracket, verdict
 from cptlaw.decide.inputs import SWEEP_HINT, DecisionError, Law, dcpt_rows, target_law
@@ -331,20 +332,34 @@ def next_runs(ld: Law, rows: pd.DataFrame, s: Setting, c: Any, seed: int) -> dic
             "top": [r.to_dict() for r in ranked[: int(nr.get("top", 3))]]}  # fmt: skip
 
 
-def recommend_domains(fits: dict, table: pd.DataFrame, c: Any, seed: int, fit_kwargs: dict) -> dict[str, Any]:
+def decide_domain(
+    fits: dict, table: pd.DataFrame, d: str, c: Any, seed: int
+) -> tuple[dict, tuple | None, str | None]:
+    """One domain's usages and next runs, its plot inputs, or the reason it cannot be decided."""
+    try:
+        rec, inputs = domain_usages(fits, table, d, c, seed)
+    except DecisionError as exc:
+        return {}, None, str(exc)
+    _, ld, s = inputs
+    rec["next_run"] = next_runs(ld, dcpt_rows(table, d, float(c.min_d_tokens)), s, c, seed)
+    return rec, inputs, None
+
+
+def recommend_domains(
+    fits: dict, table: pd.DataFrame, c: Any, seed: int, fit_kwargs: dict, n_jobs: int = 1
+) -> dict[str, Any]:
     """The three usages of every domain in `c.domains` (a domain that cannot be decided is kept in `errors`
     with the reason) and the leave-one-domain-out table of the cross-domain law; `plot_inputs` holds the
-    laws and setting of each decided domain for the plots."""
+    laws and setting of each decided domain for the plots. `n_jobs` domains are decided at once, one process
+    each (joblib): every domain's randomness comes from `seed` alone, so the answers are those of one process."""
     out: dict[str, Any] = {"domains": {}, "errors": {}, "plot_inputs": {}}
-    for d in map(str, c.domains):
-        try:
-            out["domains"][d], out["plot_inputs"][d] = domain_usages(fits, table, d, c, seed)
-            _, ld, s = out["plot_inputs"][d]
-            out["domains"][d]["next_run"] = next_runs(
-                ld, dcpt_rows(table, d, float(c.min_d_tokens)), s, c, seed
-            )
-        except DecisionError as exc:
-            out["errors"][d] = str(exc)
+    domains = list(map(str, c.domains))
+    decided = Parallel(n_jobs=n_jobs)(delayed(decide_domain)(fits, table, d, c, seed) for d in domains)
+    for d, (rec, inputs, why) in zip(domains, decided, strict=True):
+        if why is None:
+            out["domains"][d], out["plot_inputs"][d] = rec, inputs
+        else:
+            out["errors"][d] = why
     if not out["domains"]:
         raise DecisionError("no domain could be decided: " + " | ".join(out["errors"].values()))
     out["cross_domain"] = cross_domain_table(fits, table, fit_kwargs)

@@ -46,7 +46,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     tracking.configure_from(cfg.tracking)  # inputs first (a missing file fails in a second), then the store,
     # before anything is written: an unreachable server fails fast
     fit_kw = {"n_starts": int(cfg.fit.n_starts), "delta": float(cfg.fit.huber_delta), "seed": int(cfg.seed)}
-    out = recommend_domains(fits, table, c, int(cfg.seed), fit_kw)
+    out = recommend_domains(fits, table, c, int(cfg.seed), fit_kw, int(c.n_jobs))
     inputs = out.pop("plot_inputs")
     for d, rec in out["domains"].items():
         print("\n".join(f"[recommend] {line}" for line in summary_lines(d, rec)))
