@@ -9,7 +9,8 @@ Every law here is linear in its constants once its nonlinear parameters are fixe
    constants by (non-negative) least squares on relative residuals (`(Phi c - L)/L ~ log residual`) and score
    the result on the log-Huber objective. Cheap: one small NNLS per start.
 2. `project`: from the best `n_refine` starts, L-BFGS-B over the nonlinear parameters only, constants solved
-   exactly at every step (variable projection: Golub & Pereyra 1973).
+   exactly at every step (variable projection: Golub & Pereyra 1973), with the exact gradient of the projected
+   objective (the envelope theorem: one Jacobian per step in place of a projection per parameter).
 3. `polish`: from the best `n_polish` distinct projected solutions, L-BFGS-B over all parameters
    (log-constants + nonlinear ones) on the log-Huber objective itself, with an exact gradient (the form's
    `design_jac`). The best polished point is the result; `FitResult.success` is its optimizer's verdict.
@@ -158,16 +159,34 @@ class FitProblem:
 
     def project(self, theta: np.ndarray) -> tuple[np.ndarray, float]:
         """Constants by bounded least squares on relative residuals; (c, weighted sum of squares)."""
-        phi = self.design(theta)
-        off = self.offset(theta)
+        c, value, _ = self._solve(self.design(theta), self.offset(theta))
+        return c, value
+
+    def project_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The projected sum of squares and its exact gradient in theta. The constants are optimal for every
+        theta, so (envelope theorem) the gradient is the residual's at fixed constants: one Jacobian in place
+        of a projection per parameter."""
+        with np.errstate(all="ignore"):
+            phi, jac = self.form.design_jac(self.feats, theta)
+            oj = self.form.offset_jac(self.feats, theta)
+        c, value, res = self._solve(np.real(phi), None if oj is None else oj[0])
+        if not (np.isfinite(value) and np.all(np.isfinite(jac))):
+            return _BAD, np.zeros_like(theta)
+        dres = (np.einsum("nkp,k->np", jac, c) + (0.0 if oj is None else oj[1])) / self.y[:, None]
+        if self._sw is not None:
+            dres = dres * self._sw[:, None]
+        return value, 2.0 * res @ dres
+
+    def _solve(self, phi: np.ndarray, off: np.ndarray | None) -> tuple[np.ndarray, float, np.ndarray | None]:
+        """(c, weighted sum of squares, weighted relative residuals) for a design and offset."""
         if not np.all(np.isfinite(phi)) or (off is not None and not np.all(np.isfinite(off))):
-            return np.full(self.k, np.nan), np.inf
+            return np.full(self.k, np.nan), np.inf, None
         w = phi / self.y[:, None]
         t = np.ones_like(self.y) if off is None else 1.0 - off / self.y
         if self._sw is not None:
             w, t = w * self._sw[:, None], t * self._sw
         if self.k == 0:
-            return np.zeros(0), float(t @ t)
+            return np.zeros(0), float(t @ t), -t
         scale = np.sqrt(np.sum(w**2, axis=0))
         ok = scale > 0
         c = np.zeros(self.k)
@@ -176,9 +195,9 @@ class FitProblem:
                 w[:, ok] / scale[ok], t, self.clo[ok] * scale[ok], self.chi[ok] * scale[ok]
             )
         except (RuntimeError, ValueError, np.linalg.LinAlgError):
-            return np.full(self.k, np.nan), np.inf
+            return np.full(self.k, np.nan), np.inf, None
         c[ok] = cs / scale[ok]
-        return c, float(rnorm**2)
+        return c, float(rnorm**2), w @ c - t
 
     def huber_of(self, c: np.ndarray, theta: np.ndarray) -> float:
         pred = self.predict(c, theta)
@@ -259,7 +278,7 @@ def project(
     out = []
     for i in order:
         if problem.p:
-            res = minimizer(lambda t: problem.project(t)[1], thetas[i], method="L-BFGS-B", bounds=zb)
+            res = minimizer(problem.project_grad, thetas[i], jac=True, method="L-BFGS-B", bounds=zb)
             th, ok = np.asarray(res.x, dtype=float), bool(res.success)
         else:
             th, ok = thetas[i], True

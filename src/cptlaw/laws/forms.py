@@ -4,7 +4,8 @@ Every form here is *linear in its constants once its exponents are fixed*:
 `L(x) = sum_j c_j * phi_j(x; theta)` with constants `c_j >= 0` (E, A, B, C, F, D_c) and exponents `theta`.
 That is what makes variable projection possible (see `cptlaw.laws.fit`): a form only has to say which
 columns `phi_j` it has. `design(feats, theta)` returns the (n, k) matrix of those columns and must be
-written with operations that also work for complex `theta` (the fitter differentiates it by complex step).
+written with operations that also work for complex `theta`: a form's `design_jac` defaults to the complex-step
+derivative of `design`; the built-in forms give theirs in closed form (each column is a power: column x log).
 
 Inputs are mappings of column name → 1-D array (a dict or a pandas DataFrame both work):
 `N` non-embedding parameters, `D` training tokens, `r` mixture share in [0, 1], `k1`/`k2` a domain's
@@ -32,6 +33,15 @@ def _powcol(logx: np.ndarray, zero: np.ndarray | None, expo: Any) -> np.ndarray:
     """x**expo from log(x), with x == 0 (marked in `zero`) mapped to 0 (positive exponents only)."""
     col = np.exp(expo * logx)
     return col if zero is None else np.where(zero, 0.0, col)
+
+
+def _power_jac(phi: np.ndarray, slopes: list[tuple[int, int, np.ndarray]]) -> np.ndarray:
+    """d design / d theta of power-law columns: column j depends on theta_i as exp(slope * theta_i), so its
+    derivative is slope * column; `slopes` lists (column j, parameter i, slope per row)."""
+    jac = np.zeros((*phi.shape, 1 + max(i for _, i, _ in slopes)))
+    for j, i, slope in slopes:
+        jac[:, j, i] = slope * phi[:, j]
+    return jac
 
 
 def _column(X: Mapping[str, Any], name: str, law: str, columns: tuple[str, ...]) -> np.ndarray:
@@ -151,6 +161,10 @@ class Chinchilla(LawForm):
         one = np.ones_like(f["lnN"]) * (a * 0 + 1)
         return np.stack([one, _powcol(f["lnN"], None, -a), _powcol(f["lnD"], None, -b)], axis=1)
 
+    def design_jac(self, f, th):
+        phi = self.design(f, th)
+        return phi, _power_jac(phi, [(1, 0, -f["lnN"]), (2, 1, -f["lnD"])])
+
 
 @dataclass(frozen=True)
 class DCPT(LawForm):
@@ -196,6 +210,15 @@ class DCPT(LawForm):
             cols.append(_powcol(f["lnother"], f["o0"], th[i]))
         return np.stack(cols, axis=1)
 
+    def design_jac(self, f, th):
+        phi = self.design(f, th)  # rows with r = 0 (or no other-corpus tokens) have a zero column: slope 0
+        slopes = [(1, 0, -f["lnN"]), (2, 1, -f["lnD"])] + ([(2, 2, f["lnr"])] if self.coupling else [])
+        i = 3 if self.coupling else 2
+        slopes.append((3, i, -f["lnr_eps"]))
+        if self.forgetting:
+            slopes.append((4, i + 1, f["lnother"]))
+        return phi, _power_jac(phi, slopes)
+
 
 @dataclass(frozen=True)
 class DCPTCross(LawForm):
@@ -238,6 +261,16 @@ class DCPTCross(LawForm):
             axis=1,
         )
 
+    def design_jac(self, f, th):
+        phi = self.design(f, th)
+        mu = th[4]
+        slopes = [(1, 0, -f["lnN"]), (2, 1, -f["lnD"]), (2, 2, f["lnr"]), (3, 3, -f["lnr_eps"])]
+        k = 1.0 / f["k1"] + (np.exp(th[5]) * f["k2"] if self.use_k2 else 0.0)
+        slopes.append((4, 4, -np.log(k)))
+        if self.use_k2:  # d K^-mu / d log w2 = -mu K^-mu * w2 k2 / K
+            slopes.append((4, 5, -mu * np.exp(th[5]) * f["k2"] / k))
+        return phi, _power_jac(phi, slopes)
+
 
 @dataclass(frozen=True)
 class PerplexityLaw(LawForm):
@@ -274,6 +307,14 @@ class PerplexityLaw(LawForm):
             expo = a0 * f["lnmu"] + b0 * f["lnsig"] + ad * f["lnD"]
         one = np.ones_like(f["lnD"]) * (ad * 0 + 1)
         return np.stack([one, np.exp(-expo)], axis=1)
+
+    def design_jac(self, f, th):
+        phi = self.design(f, th)  # d exp(-expo) = -exp(-expo) d expo
+        if self.interaction:
+            dexpo = [f["lnmu"], f["sigma"] * f["lnmu"], f["lnsig"], f["mu"] * f["lnsig"], f["lnD"]]
+        else:
+            dexpo = [f["lnmu"], f["lnsig"], f["lnD"]]
+        return phi, _power_jac(phi, [(1, i, -d) for i, d in enumerate(dexpo)])
 
 
 # -------------------------------------------------------------------------------------------- registry
