@@ -35,10 +35,10 @@ def _powcol(logx: np.ndarray, zero: np.ndarray | None, expo: Any) -> np.ndarray:
     return col if zero is None else np.where(zero, 0.0, col)
 
 
-def _power_jac(phi: np.ndarray, slopes: list[tuple[int, int, np.ndarray]]) -> np.ndarray:
+def _power_jac(phi: np.ndarray, theta: np.ndarray, slopes: list[tuple[int, int, np.ndarray]]) -> np.ndarray:
     """d design / d theta of power-law columns: column j depends on theta_i as exp(slope * theta_i), so its
     derivative is slope * column; `slopes` lists (column j, parameter i, slope per row)."""
-    jac = np.zeros((*phi.shape, 1 + max(i for _, i, _ in slopes)))
+    jac = np.zeros((*phi.shape, len(theta)))
     for j, i, slope in slopes:
         jac[:, j, i] = slope * phi[:, j]
     return jac
@@ -163,7 +163,7 @@ class Chinchilla(LawForm):
 
     def design_jac(self, f, th):
         phi = self.design(f, th)
-        return phi, _power_jac(phi, [(1, 0, -f["lnN"]), (2, 1, -f["lnD"])])
+        return phi, _power_jac(phi, th, [(1, 0, -f["lnN"]), (2, 1, -f["lnD"])])
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ class DCPT(LawForm):
         slopes.append((3, i, -f["lnr_eps"]))
         if self.forgetting:
             slopes.append((4, i + 1, f["lnother"]))
-        return phi, _power_jac(phi, slopes)
+        return phi, _power_jac(phi, th, slopes)
 
 
 @dataclass(frozen=True)
@@ -269,7 +269,7 @@ class DCPTCross(LawForm):
         slopes.append((4, 4, -np.log(k)))
         if self.use_k2:  # d K^-mu / d log w2 = -mu K^-mu * w2 k2 / K
             slopes.append((4, 5, -mu * np.exp(th[5]) * f["k2"] / k))
-        return phi, _power_jac(phi, slopes)
+        return phi, _power_jac(phi, th, slopes)
 
 
 @dataclass(frozen=True)
@@ -314,7 +314,7 @@ class PerplexityLaw(LawForm):
             dexpo = [f["lnmu"], f["sigma"] * f["lnmu"], f["lnsig"], f["mu"] * f["lnsig"], f["lnD"]]
         else:
             dexpo = [f["lnmu"], f["lnsig"], f["lnD"]]
-        return phi, _power_jac(phi, [(1, i, -d) for i, d in enumerate(dexpo)])
+        return phi, _power_jac(phi, th, [(1, i, -d) for i, d in enumerate(dexpo)])
 
 
 # -------------------------------------------------------------------------------------------- registry
