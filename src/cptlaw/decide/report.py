@@ -133,6 +133,11 @@ def quality_section(fits: dict, r2_target: float, table: Any = None, min_d: floa
                     "are still in the transient) and no exponent on its search bound.", ""]  # fmt: skip
 
 
+def _split_note(u: dict) -> str:
+    """A marker beside an answer whose resampled answers fall into two groups (its note says more)."""
+    return "; resamples in two groups" if u.get("split") else ""
+
+
 def _runs_note(u: dict) -> str:
     """What the runs say beside a law answer: agreement, or the bracket that replaces a contradicted answer."""
     runs, pub = u.get("runs") or {}, u.get("published")
@@ -189,12 +194,12 @@ def recommend_section(rec: dict | None, reports: Path) -> list[str]:
     for d, r in rec["domains"].items():
         u1, u2, u3 = r["tradeoff"], r["limited_data"], r["compute"]
         rows.append([d, f"{_f(u1.get('r_domain'), '.3f')} {_ci(u1.get('ci'))} ({u1.get('status', u1.get('error'))})"
-                     + _runs_note(u1),
+                     + _split_note(u1) + _runs_note(u1),
                      f"{_f(u2['r_domain'], '.3f')} {_ci(u2.get('ci'))}" + (" boundary" if u2["on_boundary"] else "")
-                     + _runs_note(u2),
+                     + _split_note(u2) + _runs_note(u2),
                      "not computed (see below)" if u3.get("error") else
                      f"N* {_f(u3.get('n_params'), '.3g')} {_ci((u3.get('ci') or {}).get('n_params'))}, "
-                     f"D* {_f(u3.get('n_tokens'), '.3g')}"])  # fmt: skip
+                     f"D* {_f(u3.get('n_tokens'), '.3g')}" + _split_note(u3)])  # fmt: skip
     lines += [f"Intervals: {lvl:.0%} run-bootstrap percentile CIs (whole runs resampled, law refitted).", ""]
     lines += _table(["domain", f"1. max r_d (T = {rec['config']['tolerance']:.0%})", "2. r_d* at fixed D_d",
                      "3. compute-optimal (N, D)"], rows) + [""]  # fmt: skip
@@ -202,6 +207,7 @@ def recommend_section(rec: dict | None, reports: Path) -> list[str]:
         notes = [
             *r.get("notes", []),
             *(u.get("message") for u in (r["tradeoff"], r["limited_data"], r["compute"])),
+            *(u.get("fragile") for u in (r["tradeoff"], r["limited_data"], r["compute"])),
             r["compute"].get("error") and f"usage 3 not computed: {r['compute']['error']}",
         ]
         lines += [f"- {d}: {m}" for m in notes if m]
@@ -322,10 +328,12 @@ def console_summary(rec: dict | None, selections: dict[str, dict], report: Path,
         if (t := r.get("tradeoff")) and t.get("r_domain") is not None:
             parts.append(
                 f"max domain share within T={t['tolerance']:.0%}: {t['r_domain']:.2f} CI {_ci(t.get('ci'))}"
+                + (" (resamples in two groups)" if t.get("split") else "")
             )
         if (lim := r.get("limited_data")) and lim.get("r_domain") is not None:
             parts.append(
                 f"with {lim['domain_tokens']:.3g} domain tokens: r_d* {lim['r_domain']:.2f} CI {_ci(lim.get('ci'))}"
+                + (" (resamples in two groups)" if lim.get("split") else "")
             )
         lines.append(f"  mixture {d}: " + ("; ".join(parts) or "not decided (see the report)"))
     for d, s in selections.items():

@@ -28,9 +28,13 @@ from cptlaw.laws import (
     law_from_spec,
     max_domain_share,
     optimal_share_limited_data,
+    two_modes,
 )
 from cptlaw.laws.design import candidate_grid, decision_function, rank_next_runs
 from cptlaw.laws.fit import FitProblem, refit
+
+# the decisions among a bootstrap's derived quantities (the rest are flags such as `binding`)
+ANSWERS = ("r_domain", "limited_r_domain", "compute_n_params", "compute_n_tokens")
 
 
 @dataclass
@@ -87,6 +91,7 @@ def _boot(law: Law, rows: pd.DataFrame, kind: str, derived: dict, c: Any, seed: 
                    n_refine=2, n_polish=1, maxiter=int(c.bootstrap_maxiter))  # fmt: skip
     out = bs.to_dict()
     out["mean"] = {k: float(np.mean(v)) for k, v in bs.samples.items() if v.size and k in derived}
+    out["modes"] = {k: m for k in derived if k in ANSWERS and (m := two_modes(bs.samples[k])) is not None}
     return out
 
 
@@ -96,12 +101,26 @@ def _only(boot: dict | None, keys: tuple[str, ...]) -> dict | None:
         return boot
     sub = {k: v for k, v in boot.items() if k not in ("ci", "median", "mean")}
     return sub | {
-        s: {k: v for k, v in boot.get(s, {}).items() if k in keys} for s in ("ci", "median", "mean")
+        s: {k: v for k, v in boot.get(s, {}).items() if k in keys} for s in ("ci", "median", "mean", "modes")
     }
 
 
 def _ci(boot: dict | None, key: str) -> list[float] | None:
     return None if not boot or "ci" not in boot or key not in boot["ci"] else boot["ci"][key]
+
+
+def _flag_split(out: dict[str, Any], boot: dict | None, key: str, what: str = "r_d") -> dict[str, Any]:
+    """Say so when the resampled answers fall into two groups (`laws.two_modes`): the interval alone hides it."""
+    m = ((boot or {}).get("modes") or {}).get(key)
+    if m is not None:
+        (a, b), (pa, pb) = m["medians"], m["shares"]
+        out["split"] = m
+        out["fragile"] = (
+            f"the resampled answers fall into two groups ({what} ≈ {a:.3g} in {pa:.0%} of resamples, ≈ {b:.3g} "
+            f"in {pb:.0%}), not one spread around the answer: the runs leave the law's optimum in a flat valley; "
+            "add runs between the two and refit"
+        )
+    return out
 
 
 def usage_tradeoff(lg: Law, rows: pd.DataFrame, s: Setting, c: Any, seed: int) -> dict[str, Any]:
@@ -133,6 +152,7 @@ def usage_tradeoff(lg: Law, rows: pd.DataFrame, s: Setting, c: Any, seed: int) -
     boot = _boot(lg, rows, "general", {"r_domain": share, "binding": binding}, c, seed)
     out["bootstrap"] = _only(boot, ("r_domain", "binding"))
     out["ci"] = _ci(boot, "r_domain")
+    _flag_split(out, boot, "r_domain")
     out["runs"] = verdict(out["r_domain"], usage1_bracket(rows, s.n_params, s.n_tokens, s.lg0, t))
     return _answer_to_runs(out, "rise within T")
 
@@ -178,6 +198,7 @@ def usage_limited_data(ld: Law, rows: pd.DataFrame, s: Setting, c: Any, boot: di
         )
     out["bootstrap"] = _only(boot, ("limited_r_domain", "limited_on_boundary"))
     out["ci"] = _ci(boot, "limited_r_domain")
+    _flag_split(out, boot, "limited_r_domain")
     out["runs"] = verdict(dec.r_domain, usage2_bracket(rows, s.n_params, s.domain_tokens))
     return _answer_to_runs(out, "lowest domain loss")
 
@@ -207,7 +228,7 @@ def usage_compute(ld: Law, rows: pd.DataFrame, s: Setting, r: float, boot: dict 
         )
     out["bootstrap"] = _only(boot, ("compute_n_params", "compute_n_tokens"))
     out["ci"] = {"n_params": _ci(boot, "compute_n_params"), "n_tokens": _ci(boot, "compute_n_tokens")}
-    return out
+    return _flag_split(out, boot, "compute_n_params", "N*")
 
 
 def domain_usages(

@@ -140,6 +140,39 @@ def bootstrap(
     return BootstrapResult(level, n_boot, failed, arr, ci, form=form, fixed=dict(form.fixed))
 
 
+def two_modes(
+    samples: Any, *, min_share: float = 0.05, separation: float = 0.8, min_gap: float = 5.0
+) -> dict[str, Any] | None:
+    """Whether bootstrap answers fall into two separate groups (None: they do not).
+
+    A percentile interval summarises one hump; when a law's optimum jumps between two points of a flat valley
+    from resample to resample, the interval hides that the runs do not pin the answer down. The best split of
+    the sorted answers (Otsu / Jenks natural break) is a finding when its between-group share of the variance
+    is at least `separation` (200 draws of a normal score ~0.65, of a uniform 0.75-0.80), the empty stretch
+    between the groups is at least `min_gap` times the answers' mean spacing (range / (n - 1); a uniform's
+    stretch is ~1), and the smaller group holds at least `min_share` of the answers. Returns each group's median
+    and share and the empty stretch between them.
+    """
+    x = np.sort(np.asarray(samples, dtype=float)[np.isfinite(np.asarray(samples, dtype=float))])
+    n = x.size
+    lo = max(1, int(np.ceil(min_share * n)))
+    if n < 20 or n - lo < lo:
+        return None
+    sst = float(np.sum((x - x.mean()) ** 2))
+    if sst <= 1e-12 * max(1.0, float(np.abs(x).max()) ** 2) * n:
+        return None
+    k = np.arange(lo, n - lo + 1)  # the lower group is x[:k]
+    csum = np.cumsum(x)
+    m1, m2 = csum[k - 1] / k, (csum[-1] - csum[k - 1]) / (n - k)
+    between = np.where(x[k - 1] < x[k], k * (n - k) / n * (m1 - m2) ** 2, 0.0)  # never split equal answers
+    best = int(np.argmax(between))
+    eta, cut = float(between[best] / sst), int(k[best])
+    if eta < separation or x[cut] - x[cut - 1] < min_gap * (x[-1] - x[0]) / (n - 1):
+        return None
+    return {"separation": eta, "medians": [float(np.median(x[:cut])), float(np.median(x[cut:]))],
+            "shares": [cut / n, (n - cut) / n], "gap": [float(x[cut - 1]), float(x[cut])]}  # fmt: skip
+
+
 @dataclass
 class Comparison:
     """Held-out errors of several forms: `rows` per held-out group, `summary` pooled per form x split."""
