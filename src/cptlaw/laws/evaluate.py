@@ -153,14 +153,13 @@ def two_modes(
     stretch is ~1), and the smaller group holds at least `min_share` of the answers. Returns each group's median
     and share and the empty stretch between them.
     """
-    x = np.sort(np.asarray(samples, dtype=float)[np.isfinite(np.asarray(samples, dtype=float))])
+    a = np.asarray(samples, dtype=float)
+    x = np.sort(a[np.isfinite(a)])
     n = x.size
     lo = max(1, int(np.ceil(min_share * n)))
-    if n < 20 or n - lo < lo:
+    if n < 20 or n - lo < lo or x[0] == x[-1]:
         return None
     sst = float(np.sum((x - x.mean()) ** 2))
-    if sst <= 1e-12 * max(1.0, float(np.abs(x).max()) ** 2) * n:
-        return None
     k = np.arange(lo, n - lo + 1)  # the lower group is x[:k]
     csum = np.cumsum(x)
     m1, m2 = csum[k - 1] / k, (csum[-1] - csum[k - 1]) / (n - k)
