@@ -19,6 +19,7 @@ from cptlaw.lm.model import ModelError, build_model, load_causal_lm
 from cptlaw.lm.score import (
     prefix_token_id,
     rolling_windows,
+    score_groups,
     score_naive,
     score_token_ids,
     window_settings,
@@ -87,6 +88,27 @@ def test_precision_is_lightnings(model_and_samples):
     assert next(model.parameters()).dtype == torch.float32  # the caller's model is left as it was
 
 
+def test_joined_groups_keep_their_own_batches(model_and_samples):
+    """Groups scored in one launch are batched as each would be alone (the same matmuls, the same round-off)."""
+    from cptlaw.lm.score import join_windows, make_windows, window_batches
+
+    _, samples = model_and_samples
+    parts = (
+        samples[:4] + [np.zeros(0, dtype=np.int64)],
+        samples[4:],
+        samples[2:9],
+    )  # an empty sample ends one
+    groups, sizes = [make_windows(g, 0, 16, 8) for g in parts], [len(g) for g in parts]
+    joined, batches = join_windows(groups, sizes, batch_tokens=64)
+    row_at, sample_at = np.cumsum([0] + [len(g.ids) for g in groups[:-1]]), np.cumsum([0, *sizes[:-1]])
+    own = [b + a for g, a in zip(groups, row_at, strict=True) for b in window_batches(g, 64)]
+    assert [b.tolist() for b in batches] == [b.tolist() for b in own]
+    offsets = zip(groups, row_at, sample_at, strict=True)
+    assert [(joined.sample[r], joined.ids[r].tolist()) for r in range(len(joined.ids))] == [
+        (i + s, w.tolist()) for g, _, s in offsets for i, w in zip(g.sample, g.ids, strict=True)
+    ]
+
+
 @pytest.mark.slow
 def test_two_spawned_processes_give_the_single_process_result(model_and_samples):
     """`devices=2` on CPU: Lightning's ddp_spawn deals the batches out; the per-sample NLL is unchanged."""
@@ -96,6 +118,12 @@ def test_two_spawned_processes_give_the_single_process_result(model_and_samples)
     two, tokens2 = score_token_ids(model, samples, devices=2, **kw)
     assert tokens2.tolist() == tokens.tolist()
     np.testing.assert_allclose(two, one, rtol=0, atol=1e-9)
+    # groups in one launch (one spawn) score as each does alone, an empty sample at a group's end included
+    groups = [samples[:7] + [np.zeros(0, dtype=np.int64)], samples[7:]]
+    joined = score_groups(model, groups, devices=2, **kw)
+    for (nll, n), g in zip(joined, groups, strict=True):
+        alone, n_alone = score_token_ids(model, g, devices=2, **kw)
+        assert n.tolist() == n_alone.tolist() and nll.tolist() == alone.tolist()
 
 
 def test_several_devices_need_a_spawning_strategy():
@@ -290,7 +318,7 @@ def test_interrupted_then_resumed_is_identical(project, monkeypatch):
               batch_tokens=256, shard_size=25)  # fmt: skip
     pool.score_pool(model, tok, frame, project / "full.parquet", **kw)
 
-    real, calls = pool.score_shard, []
+    real, calls = pool.score_shards, []
 
     def crash_on_third(*args, **kwargs):
         calls.append(1)
@@ -298,16 +326,45 @@ def test_interrupted_then_resumed_is_identical(project, monkeypatch):
             raise KeyboardInterrupt("simulated crash")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pool, "score_shard", crash_on_third)
+    monkeypatch.setattr(pool, "score_shards", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         pool.score_pool(model, tok, frame, project / "resumed.parquet", **kw)
     assert len(list((project / ".resumed.shards").glob("*.parquet"))) == 2
-    monkeypatch.setattr(pool, "score_shard", real)
+    monkeypatch.setattr(pool, "score_shards", real)
     scored = []
-    monkeypatch.setattr(pool, "score_shard", lambda *a, **k: scored.append(1) or real(*a, **k))
+    monkeypatch.setattr(pool, "score_shards", lambda *a, **k: scored.append(1) or real(*a, **k))
     pool.score_pool(model, tok, frame, project / "resumed.parquet", **kw)
     assert len(scored) == 3  # 5 shards of 25, 2 kept
     assert (project / "full.parquet").read_bytes() == (project / "resumed.parquet").read_bytes()
+
+
+def test_shards_launched_together_score_as_alone_and_a_crash_keeps_finished_launches(project, monkeypatch):
+    from cptlaw.lm import pool
+    from cptlaw.lm.base import load_tokenizer
+
+    tok = load_tokenizer(project / "models" / "base" / "a")
+    model = load_causal_lm(project / "models" / "base" / "a")
+    store = open_store(project / "data" / "tokens" / "medical" / "train")
+    frame = pool.Pool(store.ids(), store)
+    kw = dict(model_dir=project / "models" / "base" / "a", prefix_id=tok.eos_token_id, max_length=16, stride=8,
+              batch_tokens=256, shard_size=25)  # fmt: skip
+    pool.score_pool(model, tok, frame, project / "alone.parquet", **kw)
+    real, spans = pool.score_shards, []
+
+    def crash_on_second_launch(model, frame, launch, settings):
+        spans.append(launch)
+        if len(spans) == 2:
+            raise KeyboardInterrupt("simulated crash")
+        return real(model, frame, launch, settings)
+
+    monkeypatch.setattr(pool, "score_shards", crash_on_second_launch)
+    with pytest.raises(KeyboardInterrupt):
+        pool.score_pool(model, tok, frame, project / "together.parquet", launch_shards=3, **kw)
+    assert [len(s) for s in spans] == [3, 2]  # 5 shards of 25: launches of 3 and 2
+    assert len(list((project / ".together.shards").glob("*.parquet"))) == 3  # the first launch is kept
+    monkeypatch.setattr(pool, "score_shards", real)
+    pool.score_pool(model, tok, frame, project / "together.parquet", launch_shards=3, **kw)
+    assert (project / "alone.parquet").read_bytes() == (project / "together.parquet").read_bytes()
 
 
 # --- bad input: one-line errors before any work ----------------------------------------------------------

@@ -47,18 +47,26 @@ NO_RATIO = "validate.ratio.domains=[]"  # the DOS arms alone (the smoke profile 
 @pytest.mark.slow
 def test_validate_compares_arms_and_is_idempotent(fixture_project, capsys):
     from cptlaw import tracking
+    from cptlaw.lm.cpt_run import run_cell
     from cptlaw.stages.report import run as report
     from cptlaw.stages.select import run as select
     from cptlaw.stages.validate import run as validate
 
     select(compose_cfg(fixture_project, NO_RATIO))
+    # the perplexity-regime sweep already ran the random arm's seed-0 cell: validate reads that run
+    regime = ["cpt.study=ppl_regimes", "cpt.regime=random", "cpt.n_tokens=640", "cpt.eval_points=3", "seed=0"]
+    done = run_cell(compose_cfg(fixture_project, "cpt.scores_base=xs", *regime))
     out = validate(compose_cfg(fixture_project, NO_RATIO))["domains"]["medical"]
+    assert "[cpt] 10 cells: 9 trained, 1 skipped (finished earlier)" in capsys.readouterr().out
     arms = {r["arm"]: r for r in out["arms"]}
     assert set(arms) == {"dos", "random", "low", "middle", "high"}
     for r in arms.values():
         assert r["n_seeds"] == 2 and np.isfinite(r["domain_loss"]) and np.isfinite(r["general_loss"])
     assert arms["low"]["ppl_mean"] < arms["middle"]["ppl_mean"] < arms["high"]["ppl_mean"]
     assert arms["random"]["domain_loss_vs_random"]["mean"] == 0.0
+    assert done["run_id"] in arms["random"]["run_ids"] and out["arm_experiments"] == sorted(
+        ["validate-medical", "ppl-regimes-medical"]
+    )
     vs = arms["dos"]["domain_loss_vs_random"]
     assert vs["n_seeds"] == 2 and vs["ci"][0] <= vs["mean"] <= vs["ci"][1]
     assert vs["finding"] == (not vs["ci"][0] <= 0 <= vs["ci"][1])
@@ -67,7 +75,7 @@ def test_validate_compares_arms_and_is_idempotent(fixture_project, capsys):
     assert "verdict" in sv and sv["law"]["fraction"] > 0 and "reached" in sv["curve"]
     runs = tracking.runs_frame(["validate-medical"])
     cpt_runs = runs[runs["tags.cptlaw.stage"] == "cpt"]
-    assert len(cpt_runs) == 10 and set(cpt_runs["tags.cptlaw.study"]) == {"validate"}
+    assert len(cpt_runs) == 9 and set(cpt_runs["tags.cptlaw.study"]) == {"validate"}
     assert (
         json.loads((fixture_project / "reports" / "metrics" / "validate.json").read_text())["medical"]["dos"][
             "domain_loss"
@@ -78,7 +86,7 @@ def test_validate_compares_arms_and_is_idempotent(fixture_project, capsys):
     validate(compose_cfg(fixture_project, NO_RATIO))
     assert "[cpt] 10 cells: 0 trained, 10 skipped (finished earlier)" in capsys.readouterr().out
     runs = tracking.runs_frame(["validate-medical"])
-    assert (runs["tags.cptlaw.stage"] == "cpt").sum() == 10
+    assert (runs["tags.cptlaw.stage"] == "cpt").sum() == 9
     md = report(compose_cfg(fixture_project, NO_RATIO)).read_text()
     assert "validation runs at D = 640" in md and "| dos | 2 |" in md and "Data saving" in md
 

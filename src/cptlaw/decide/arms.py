@@ -3,7 +3,8 @@ budget, compared on domain and general test loss, and the data saving of DOS rea
 the measured curves.
 
 Each arm is one CPT cell (`cptlaw.lm.cpt_run.run_cell`, study `validate`), so an arm that already finished
-with the same config is not trained again.
+with the same config is not trained again; nor is one that a study of `validate.reuse_from` ran (the random
+arm and the perplexity windows at the regime runs' D and seeds), whose run is read from that study.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def arm_config(cfg: DictConfig, domain: str, regime: str, n_tokens: int, base: s
     sub = copy.deepcopy(cfg)
     for key, value in {"cpt.study": "validate", "cpt.domain": domain, "cpt.regime": regime, "cpt.r": 1.0,
                        "cpt.n_tokens": n_tokens, "cpt.base": base, "cpt.scores_base": base,
-                       "cpt.eval_points": int(cfg[STAGE].eval_points), "seed": seed}.items():  # fmt: skip
+                       "cpt.eval_points": int(cfg[STAGE].eval_points), "seed": seed,
+                       "cpt.reuse_from": list(cfg[STAGE].get("reuse_from") or [])}.items():  # fmt: skip
         OmegaConf.update(sub, key, value, merge=False)
     return sub
 
@@ -44,8 +46,8 @@ def load_selection(cfg: DictConfig, domain: str) -> dict[str, Any]:
 
 def train_arms(
     cfg: DictConfig, domain: str, sel: dict[str, Any], n_tokens: int
-) -> tuple[str, dict[str, tuple[str, int]]]:
-    """Run (or find finished) every arm x seed: (experiment, {run id: (arm, seed)})."""
+) -> tuple[list[str], dict[str, tuple[str, int]]]:
+    """Run (or find finished) every arm x seed: (the experiments of their runs, {run id: (arm, seed)})."""
     from cptlaw.lm.cpt_run import run_cells  # torch: only when arms are trained
 
     c = cfg[STAGE]
@@ -56,7 +58,8 @@ def train_arms(
     print(f"[validate] {domain}: {len(arms)} arms x {len(c.seeds)} seeds at D={n_tokens} ({c.n_jobs} jobs)")
     cfgs = [arm_config(cfg, domain, arms[arm], n_tokens, str(sel["base"]), seed) for arm, seed in cells]
     summaries = run_cells(cfgs, int(c.n_jobs))
-    return summaries[-1]["experiment"], {s["run_id"]: cell for s, cell in zip(summaries, cells, strict=True)}
+    exps = sorted({s["experiment"] for s in summaries})
+    return exps, {s["run_id"]: cell for s, cell in zip(summaries, cells, strict=True)}
 
 
 def dos_saving(law: Any, sel: dict, by: dict, curves: dict, n_tokens: int) -> dict[str, Any]:
@@ -122,8 +125,8 @@ def validate_domain(cfg: DictConfig, fits: dict, domain: str) -> dict[str, Any]:
     c = cfg[STAGE]
     sel = load_selection(cfg, domain) | {"domain": domain}
     n_tokens = int(c.n_tokens or sel["budget_tokens"])
-    exp, run_arm = train_arms(cfg, domain, sel, n_tokens)
-    runs = tracking.runs_frame([exp])
+    exps, run_arm = train_arms(cfg, domain, sel, n_tokens)
+    runs = tracking.runs_frame(exps)
     runs = runs[runs["run_id"].isin(list(run_arm))]
     table = build_fit_table(runs)
     rows = arm_table(table, runs, run_arm, float(c.level))
@@ -131,7 +134,11 @@ def validate_domain(cfg: DictConfig, fits: dict, domain: str) -> dict[str, Any]:
     predicted_losses(rows, law, sel["stats"])
     by = {r["arm"]: r for r in rows}
     curves = {a: mean_curve(table, by[a]["run_ids"]) for a in by}
-    out: dict[str, Any] = {"domain": domain, "experiment": exp, "n_tokens": n_tokens, "arms": rows,
+    exp = layout.cpt_experiment(
+        STAGE, domain, layout.prefix(cfg)
+    )  # the summary run's (the arms may be elsewhere)
+    out: dict[str, Any] = {"domain": domain, "experiment": exp, "arm_experiments": exps, "n_tokens": n_tokens,
+                           "arms": rows,
                            "selection": {k: sel[k] for k in ("optimum", "achieved", "stats", "law")},
                            "saving": dos_saving(law, sel, by, curves, n_tokens)}  # fmt: skip
     fig = None

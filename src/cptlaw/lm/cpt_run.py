@@ -3,8 +3,9 @@
     plan(cfg)    every input checked against the files on disk (one-line `BadInput`, no run created), the
                  run's experiment, base model, data version and config hash;
     run_cell(cfg) the cell: orphaned RUNNING runs of the same hash are marked KILLED, a FINISHED run with
-                 the hash is reused (skipped), else the run is trained (`cptlaw.lm.cpt.train_cpt`) and
-                 logged with the schema of docs/CONTRACTS.md.
+                 the hash is reused (skipped), and so is one of the same cell in a study of `cpt.reuse_from`
+                 (a validation arm that a perplexity-regime run already ran); else the run is trained
+                 (`cptlaw.lm.cpt.train_cpt`) and logged with the schema of docs/CONTRACTS.md.
     run_cells(cfgs, n_jobs) several cells, in `n_jobs` joblib (loky) worker processes of `threads` threads
                  each: the validate stage's arms, as the Hydra joblib launcher runs a sweep's cells.
 
@@ -27,7 +28,7 @@ from cptlaw.config import config_hash, config_root, resolved, to_dict
 from cptlaw.errors import CorpusError, CPTConfigError, ModelError, SubsetError, first_line
 
 # Settings that do not change a run's result (or only how it is launched) stay out of its hash.
-_NOT_HASHED = ("force", "fail_job", "sweeps", "log_every_n_steps", "eval_batch_size")
+_NOT_HASHED = ("force", "fail_job", "sweeps", "log_every_n_steps", "eval_batch_size", "reuse_from")
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Plan:
     config_hash: str
     lr: float
     seq_len: int
+    reusable: dict[str, str]  # experiment -> hash of this cell in each study of `cpt.reuse_from`
 
 
 def _check_settings(c: DictConfig) -> None:
@@ -121,8 +123,12 @@ def _check_files(files: list[Path], scores_path: Path | None, base_dir: Path) ->
         )
 
 
-def _hash(cfg: DictConfig, base_id: str, base_version: str, data_version: str, dtype: str) -> str:
+def _hash(
+    cfg: DictConfig, base_id: str, base_version: str, data_version: str, dtype: str, study: str | None = None
+) -> str:
+    """The run's identity; with `study`, that of the same cell run in another study."""
     hashed = {k: v for k, v in to_dict(cfg.cpt).items() if k not in _NOT_HASHED}
+    hashed["study"] = study or hashed["study"]
     hashed["trainer"] = {k: v for k, v in hashed["trainer"].items() if k != "enable_progress_bar"}
     if dtype != "float32":  # only then: float32 runs keep the hashes they had before the option existed
         hashed["model_dtype"] = dtype
@@ -169,9 +175,12 @@ def plan(cfg: DictConfig) -> Plan:
     root = config_root(cfg)
     data_version = content_version(files, root)
     base_version = content_version(sorted(p for p in base_dir.iterdir() if p.is_file()), root)
-    chash = _hash(cfg, base_id, base_version, data_version, base_model_dtype(cfg))
+    hashes = {layout.cpt_experiment(s, str(c.domain), layout.prefix(cfg)):
+              _hash(cfg, base_id, base_version, data_version, base_model_dtype(cfg), s)
+              for s in (str(c.study), *map(str, c.get("reuse_from") or []))}  # fmt: skip
     exp = layout.cpt_experiment(str(c.study), str(c.domain), layout.prefix(cfg))
-    return Plan(exp, base_id, base_dir, scores_path, files, data_version, chash, lr, seq_len)
+    chash = hashes.pop(exp)  # the others: where the same cell may have finished in another study
+    return Plan(exp, base_id, base_dir, scores_path, files, data_version, chash, lr, seq_len, hashes)
 
 
 def _cell_in_worker(cfg: DictConfig) -> dict[str, Any]:
@@ -216,6 +225,15 @@ def run_cell(cfg: DictConfig, *, fail_after_first: bool = False) -> dict[str, An
         if done and not c.force:
             print(f"[cpt] skip: finished as run {done}")
             return summary | {"run_id": done, "status": "skipped"}
+        for exp, chash in ({} if c.force else p.reusable).items():
+            if done := tracking.find_finished(exp, chash):
+                print(f"[cpt] skip: the same cell finished as run {done} of {exp}")
+                return summary | {
+                    "experiment": exp,
+                    "config_hash": chash,
+                    "run_id": done,
+                    "status": "skipped",
+                }
         from cptlaw.lm.cpt import train_cell
 
         return summary | train_cell(cfg, p, fail_after_first=fail_after_first)

@@ -131,7 +131,8 @@ def score_domain(cfg: Any, scorer: Scorer, domain: str, pool: Any) -> tuple[dict
         out = score_pool(
             scorer.model, scorer.tokenizer, pool, out_path, model_dir=scorer.model_dir, prefix_id=scorer.prefix_id,
             max_length=scorer.max_length, stride=scorer.stride, batch_tokens=int(s.batch_tokens),
-            shard_size=int(s.shard_size), progress_bar=bool(s.progress_bar), **scorer.device,
+            shard_size=int(s.shard_size), launch_shards=int(s.get("launch_shards") or 1),
+            progress_bar=bool(s.progress_bar), **scorer.device,
         )  # fmt: skip
         seconds = time.perf_counter() - start
         stats = aggregate(out["nll"].to_numpy(), out["tokens"].to_numpy())

@@ -7,7 +7,8 @@ nothing is re-tokenized and the text is never loaded.
 A re-run after a crash keeps the finished shards if the scoring settings (devices and precision included)
 and the model files are unchanged — `meta.json` holds their hash — and scores only the rest. Each shard is
 scored the same way whether or not the run was interrupted (batches are planned within a shard), so the
-final Parquet file is byte-identical to that of an uninterrupted run.
+final Parquet file is byte-identical to that of an uninterrupted run. Up to `launch_shards` shards share one
+launch of the scorer (with several devices, one process spawn: seconds each), and are written when it ends.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pandas as pd
 
 from cptlaw.config import config_hash
 from cptlaw.data.landscape import per_sample_ppl
-from cptlaw.lm.score import score_token_ids
+from cptlaw.lm.score import score_groups
 
 
 @dataclass(frozen=True)
@@ -56,17 +57,30 @@ def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def score_shard(model: Any, pool: Pool, start: int, stop: int, settings: dict[str, Any]) -> pd.DataFrame:
-    """`id, nll, ppl, tokens` of samples [start, stop) of the pool, in its order."""
-    token_ids = pool.token_ids(start, stop)
-    nll, tokens = score_token_ids(
-        model, token_ids, prefix_id=settings["prefix_id"], max_length=settings["max_length"],
-        stride=settings["stride"], batch_tokens=settings["batch_tokens"], accelerator=settings["accelerator"],
-        precision=settings["precision"], devices=settings["devices"], strategy=settings["strategy"],
-        progress_bar=settings["progress_bar"],
+def score_shards(
+    model: Any, pool: Pool, spans: list[tuple[int, int]], settings: dict[str, Any]
+) -> list[pd.DataFrame]:
+    """`id, nll, ppl, tokens` of samples [start, stop) of the pool, in its order, for each span: one launch."""
+    scored = score_groups(
+        model, [pool.token_ids(a, b) for a, b in spans], prefix_id=settings["prefix_id"],
+        max_length=settings["max_length"], stride=settings["stride"], batch_tokens=settings["batch_tokens"],
+        accelerator=settings["accelerator"], precision=settings["precision"], devices=settings["devices"],
+        strategy=settings["strategy"], progress_bar=settings["progress_bar"],
     )  # fmt: skip
-    ids = np.asarray(pool.ids[start:stop], dtype=object)
-    return pd.DataFrame({"id": ids, "nll": nll, "ppl": per_sample_ppl(nll, tokens), "tokens": tokens})
+    return [
+        pd.DataFrame({"id": np.asarray(pool.ids[a:b], dtype=object), "nll": nll,
+                      "ppl": per_sample_ppl(nll, tokens), "tokens": tokens})
+        for (a, b), (nll, tokens) in zip(spans, scored, strict=True)
+    ]  # fmt: skip
+
+
+def _keep_current_shards(shard_dir: Path, key: str, settings: dict[str, Any]) -> None:
+    """Finished shards stay only if they were scored with these settings and this model (`meta.json`)."""
+    meta = shard_dir / "meta.json"
+    if shard_dir.exists() and (not meta.is_file() or json.loads(meta.read_text()).get("key") != key):
+        shutil.rmtree(shard_dir)  # stale shards of other settings or another model
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    meta.write_text(json.dumps({"key": key, **settings}) + "\n")
 
 
 def score_pool(
@@ -81,6 +95,7 @@ def score_pool(
     stride: int,
     batch_tokens: int,
     shard_size: int,
+    launch_shards: int = 1,
     accelerator: str = "cpu",
     precision: str = "32-true",
     devices: int = 1,
@@ -96,22 +111,16 @@ def score_pool(
     weights = str(next(model.parameters()).dtype)
     key = config_hash({**settings, "model": model_files_key(model_dir), "weights": weights, "vocab": len(tokenizer),
                        "ids": config_hash({"ids": list(pool.ids)})})  # fmt: skip
-    meta = shard_dir / "meta.json"
-    if shard_dir.exists() and (not meta.is_file() or json.loads(meta.read_text()).get("key") != key):
-        shutil.rmtree(shard_dir)  # stale shards of other settings or another model
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    meta.write_text(json.dumps({"key": key, **settings}) + "\n")
-
+    _keep_current_shards(shard_dir, key, settings)
     starts = range(0, len(pool), int(shard_size))
-    for k, start in enumerate(starts):
-        path = shard_dir / f"{k:05d}.parquet"
-        if path.is_file():
-            continue
-        shard = score_shard(
-            model, pool, start, start + int(shard_size), {**settings, "progress_bar": progress_bar}
-        )
-        _write_atomic(shard, path)
-        print(f"[score] shard {k + 1}/{len(starts)} -> {path.name}")
+    todo = [k for k in range(len(starts)) if not (shard_dir / f"{k:05d}.parquet").is_file()]
+    step = max(1, int(launch_shards))
+    for launch in (todo[at : at + step] for at in range(0, len(todo), step)):
+        spans = [(starts[k], min(starts[k] + int(shard_size), len(pool))) for k in launch]
+        for k, shard in zip(launch, score_shards(model, pool, spans, {**settings, "progress_bar": progress_bar}),
+                            strict=True):  # fmt: skip
+            _write_atomic(shard, shard_dir / f"{k:05d}.parquet")
+            print(f"[score] shard {k + 1}/{len(starts)} -> {k:05d}.parquet")
     result = pd.concat([pd.read_parquet(shard_dir / f"{k:05d}.parquet") for k in range(len(starts))],
                        ignore_index=True)  # fmt: skip
     out_path.parent.mkdir(parents=True, exist_ok=True)

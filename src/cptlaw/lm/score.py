@@ -117,13 +117,34 @@ def collate_windows(windows: Windows, rows: np.ndarray, pad_id: int) -> dict[str
     return {"input_ids": input_ids, "attention_mask": mask, "targets": targets, "row": torch.as_tensor(rows)}
 
 
-class WindowBatches(torch.utils.data.Dataset):
-    """Pre-planned batches (use with `batch_size=None`)."""
+def window_batches(windows: Windows, batch_tokens: int) -> list[np.ndarray]:
+    """`length_batches` of the windows (rows of `windows`)."""
+    lengths = np.array([len(w) - 1 for w in windows.ids], dtype=np.int64)
+    return length_batches(lengths, batch_tokens) if len(lengths) else []
 
-    def __init__(self, windows: Windows, batch_tokens: int, pad_id: int):
+
+def join_windows(
+    groups: Sequence[Windows], n_samples: Sequence[int], batch_tokens: int
+) -> tuple[Windows, list[np.ndarray]]:
+    """Several groups' windows (of `n_samples` samples each) as one, samples and rows numbered on, each group's
+    batches planned within the group: its batches, and so its scores, do not depend on the groups beside it."""
+    sample_at = np.cumsum([0, *n_samples])
+    row_at = np.cumsum([0] + [len(g.ids) for g in groups])
+    joined = Windows(
+        np.concatenate([g.sample + a for g, a in zip(groups, sample_at, strict=False)]).astype(np.int64),
+        [w for g in groups for w in g.ids],
+        np.concatenate([g.n_scored for g in groups]).astype(np.int64),
+    )
+    batches = [b + a for g, a in zip(groups, row_at, strict=False) for b in window_batches(g, batch_tokens)]
+    return joined, batches
+
+
+class WindowBatches(torch.utils.data.Dataset):
+    """Pre-planned batches (use with `batch_size=None`); `batches` defaults to `window_batches`."""
+
+    def __init__(self, windows: Windows, batch_tokens: int, pad_id: int, batches: list | None = None):
         self.windows, self.pad_id = windows, pad_id
-        lengths = np.array([len(w) - 1 for w in windows.ids], dtype=np.int64)
-        self.batches = length_batches(lengths, batch_tokens) if len(lengths) else []
+        self.batches = window_batches(windows, batch_tokens) if batches is None else batches
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -293,11 +314,44 @@ def score_token_ids(
     `accelerator` (cpu, cuda, auto, ...) and `precision` are Lightning's: e.g. `bf16-mixed` on a GPU (the
     float32 default keeps the NLL within 1e-5 of the reference; bf16 moves it by ~1e-3 nats/token). With
     `devices` > 1 the batches are dealt out to that many spawned processes (`ddp_spawn`)."""
-    windows = make_windows(token_ids, prefix_id, max_length, stride)
-    tokens = np.array([len(x) for x in token_ids], dtype=np.int64)
-    if len(windows.ids) == 0:
-        return np.zeros(len(token_ids)), tokens
-    data = WindowData(WindowBatches(windows, batch_tokens, pad_id=prefix_id))
+    kw = dict(batch_tokens=batch_tokens, accelerator=accelerator, precision=precision, devices=devices,
+              strategy=strategy, progress_bar=progress_bar)  # fmt: skip
+    (out,) = score_groups(model, [token_ids], prefix_id=prefix_id, max_length=max_length, stride=stride, **kw)
+    return out
+
+
+def score_groups(
+    model: torch.nn.Module,
+    groups: Sequence[Sequence[np.ndarray]],
+    *,
+    prefix_id: int,
+    max_length: int,
+    stride: int,
+    batch_tokens: int = 16384,
+    accelerator: str = "cpu",
+    precision: str = "32-true",
+    devices: int | str = 1,
+    strategy: str = "auto",
+    progress_bar: bool = False,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`score_token_ids` of each group, in one launch of the Trainer: one process spawn for all of them (it
+    costs seconds per launch), with each group's scores bit for bit those of scoring it alone."""
+    sizes = [len(g) for g in groups]
+    parts = [make_windows(g, prefix_id, max_length, stride) for g in groups]
+    windows, batches = join_windows(parts, sizes, batch_tokens)
+    nll = np.zeros(sum(sizes))
+    if batches:
+        nll = _predict(model, WindowBatches(windows, batch_tokens, prefix_id, batches), sum(sizes),
+                       accelerator=accelerator, precision=precision, devices=devices, strategy=strategy,
+                       progress_bar=progress_bar)  # fmt: skip
+    ends = np.cumsum(sizes)
+    return [(nll[e - n : e], np.array([len(x) for x in g], dtype=np.int64)) for g, n, e in zip(groups, sizes, ends,
+            strict=True)]  # fmt: skip
+
+
+def _predict(model: torch.nn.Module, data: WindowBatches, n_samples: int, *, accelerator: str, precision: str,
+             devices: int | str, strategy: str, progress_bar: bool) -> np.ndarray:  # fmt: skip
+    """Per-sample summed NLL of the planned batches, over `devices` processes."""
     strategy = score_strategy(devices, strategy)
     with tempfile.TemporaryDirectory(prefix="cptlaw-score-") as tmp:
         trainer = L.Trainer(
@@ -305,12 +359,12 @@ def score_token_ids(
             enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress_bar,
             inference_mode=True, use_distributed_sampler=False, callbacks=[SaveOutputs(tmp)],
         )  # fmt: skip
-        trainer.predict(ScoreModule(model), datamodule=data, return_predictions=False)
+        trainer.predict(ScoreModule(model), datamodule=WindowData(data), return_predictions=False)
         files = sorted(Path(tmp).glob("rank*.pt"))
         if len(files) != trainer.world_size:
             raise RuntimeError(f"scoring: {len(files)} of {trainer.world_size} processes returned outputs")
         outputs = [torch.load(f) for f in files]
-    return sample_sums(windows, len(token_ids), outputs), tokens
+    return sample_sums(data.windows, n_samples, outputs)
 
 
 @torch.inference_mode()
