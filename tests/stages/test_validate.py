@@ -52,11 +52,14 @@ def test_validate_compares_arms_and_is_idempotent(fixture_project, capsys):
     from cptlaw.stages.select import run as select
     from cptlaw.stages.validate import run as validate
 
+    swept = "cpt.sweeps.ppl_regimes.n_tokens=[650,1280]"  # 650 trains the rows of 640: the same run
     select(compose_cfg(fixture_project, NO_RATIO))
-    # the perplexity-regime sweep already ran the random arm's seed-0 cell: validate reads that run
-    regime = ["cpt.study=ppl_regimes", "cpt.regime=random", "cpt.n_tokens=640", "cpt.eval_points=3", "seed=0"]
-    done = run_cell(compose_cfg(fixture_project, "cpt.scores_base=xs", *regime))
-    out = validate(compose_cfg(fixture_project, NO_RATIO))["domains"]["medical"]
+    # the perplexity-regime sweep already ran the random arm's seed-0 cell (set as 650 tokens, trained 640):
+    # validate reads that run; its seed-1 cell at 1280 tokens is another cell, and the arm is trained
+    regime = ["cpt.study=ppl_regimes", "cpt.regime=random", "cpt.eval_points=3", "cpt.scores_base=xs", swept]
+    done = run_cell(compose_cfg(fixture_project, *regime, "cpt.n_tokens=650", "seed=0"))
+    run_cell(compose_cfg(fixture_project, *regime, "cpt.n_tokens=1280", "seed=1"))
+    out = validate(compose_cfg(fixture_project, NO_RATIO, swept))["domains"]["medical"]
     assert "[cpt] 10 cells: 9 trained, 1 skipped (finished earlier)" in capsys.readouterr().out
     arms = {r["arm"]: r for r in out["arms"]}
     assert set(arms) == {"dos", "random", "low", "middle", "high"}
@@ -83,7 +86,7 @@ def test_validate_compares_arms_and_is_idempotent(fixture_project, capsys):
         > 0
     )
     # a second run trains nothing new (config hash), and the report renders the table
-    validate(compose_cfg(fixture_project, NO_RATIO))
+    validate(compose_cfg(fixture_project, NO_RATIO, swept))
     assert "[cpt] 10 cells: 0 trained, 10 skipped (finished earlier)" in capsys.readouterr().out
     runs = tracking.runs_frame(["validate-medical"])
     assert (runs["tags.cptlaw.stage"] == "cpt").sum() == 9

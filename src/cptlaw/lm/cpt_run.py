@@ -16,7 +16,9 @@ decides a result, so an interrupted sweep resumes without redoing finished cells
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,7 @@ class Plan:
     config_hash: str
     lr: float
     seq_len: int
-    reusable: dict[str, str]  # experiment -> hash of this cell in each study of `cpt.reuse_from`
+    reusable: list[tuple[str, str]]  # (experiment, hash) of this very cell in the studies of `cpt.reuse_from`
 
 
 def _check_settings(c: DictConfig) -> None:
@@ -124,11 +126,10 @@ def _check_files(files: list[Path], scores_path: Path | None, base_dir: Path) ->
 
 
 def _hash(
-    cfg: DictConfig, base_id: str, base_version: str, data_version: str, dtype: str, study: str | None = None
+    cfg: DictConfig, base_id: str, base_version: str, data_version: str, dtype: str, **cell: Any
 ) -> str:
-    """The run's identity; with `study`, that of the same cell run in another study."""
-    hashed = {k: v for k, v in to_dict(cfg.cpt).items() if k not in _NOT_HASHED}
-    hashed["study"] = study or hashed["study"]
+    """The run's identity; with `study` (and `n_tokens`), that of the same cell as another study set it."""
+    hashed = {k: v for k, v in to_dict(cfg.cpt).items() if k not in _NOT_HASHED} | cell
     hashed["trainer"] = {k: v for k, v in hashed["trainer"].items() if k != "enable_progress_bar"}
     if dtype != "float32":  # only then: float32 runs keep the hashes they had before the option existed
         hashed["model_dtype"] = dtype
@@ -175,12 +176,24 @@ def plan(cfg: DictConfig) -> Plan:
     root = config_root(cfg)
     data_version = content_version(files, root)
     base_version = content_version(sorted(p for p in base_dir.iterdir() if p.is_file()), root)
-    hashes = {layout.cpt_experiment(s, str(c.domain), layout.prefix(cfg)):
-              _hash(cfg, base_id, base_version, data_version, base_model_dtype(cfg), s)
-              for s in (str(c.study), *map(str, c.get("reuse_from") or []))}  # fmt: skip
+    hash_of = partial(_hash, cfg, base_id, base_version, data_version, base_model_dtype(cfg))
     exp = layout.cpt_experiment(str(c.study), str(c.domain), layout.prefix(cfg))
-    chash = hashes.pop(exp)  # the others: where the same cell may have finished in another study
-    return Plan(exp, base_id, base_dir, scores_path, files, data_version, chash, lr, seq_len, hashes)
+    return Plan(exp, base_id, base_dir, scores_path, files, data_version, hash_of(), lr, seq_len,
+                _reusable(cfg, seq_len, hash_of))  # fmt: skip
+
+
+def _reusable(cfg: DictConfig, seq_len: int, hash_of: Callable[..., str]) -> list[tuple[str, str]]:
+    """(experiment, hash) of this very cell in each study of `cpt.reuse_from`: the same settings, seed and
+    inputs, and `cpt.n_tokens` as given here or as that study's sweep set it for the same rows
+    (`n_tokens // seq_len`): a validation arm at the regime runs' trained D (79,872) is the cell they set as
+    80,000, and trains the same run."""
+    c, out = cfg.cpt, []
+    for study in (str(s) for s in c.get("reuse_from") or [] if str(s) != str(c.study)):
+        swept = ((c.get("sweeps") or {}).get(study) or {}).get("n_tokens") or []
+        same = {int(c.n_tokens), *(int(n) for n in swept if int(n) // seq_len == int(c.n_tokens) // seq_len)}
+        exp = layout.cpt_experiment(study, str(c.domain), layout.prefix(cfg))
+        out += [(exp, hash_of(study=study, n_tokens=n)) for n in sorted(same)]
+    return out
 
 
 def _cell_in_worker(cfg: DictConfig) -> dict[str, Any]:
@@ -225,7 +238,7 @@ def run_cell(cfg: DictConfig, *, fail_after_first: bool = False) -> dict[str, An
         if done and not c.force:
             print(f"[cpt] skip: finished as run {done}")
             return summary | {"run_id": done, "status": "skipped"}
-        for exp, chash in ({} if c.force else p.reusable).items():
+        for exp, chash in [] if c.force else p.reusable:
             if done := tracking.find_finished(exp, chash):
                 print(f"[cpt] skip: the same cell finished as run {done} of {exp}")
                 return summary | {
