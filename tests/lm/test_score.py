@@ -306,16 +306,24 @@ def test_score_files_carry_provenance(project, mlflow_uri):
     ]
 
 
-def test_interrupted_then_resumed_is_identical(project, monkeypatch):
+@pytest.fixture
+def medical_pool(project):
+    """The fixture base model, its tokenizer, medical's pool (5 shards of 25) and `score_pool`'s settings."""
     from cptlaw.lm import pool
     from cptlaw.lm.base import load_tokenizer
 
     tok = load_tokenizer(project / "models" / "base" / "a")
     model = load_causal_lm(project / "models" / "base" / "a")
     store = open_store(project / "data" / "tokens" / "medical" / "train")
-    frame = pool.Pool(store.ids(), store)
     kw = dict(model_dir=project / "models" / "base" / "a", prefix_id=tok.eos_token_id, max_length=16, stride=8,
               batch_tokens=256, shard_size=25)  # fmt: skip
+    return model, tok, pool.Pool(store.ids(), store), kw
+
+
+def test_interrupted_then_resumed_is_identical(project, medical_pool, monkeypatch):
+    from cptlaw.lm import pool
+
+    model, tok, frame, kw = medical_pool
     pool.score_pool(model, tok, frame, project / "full.parquet", **kw)
 
     real, calls = pool.score_shards, []
@@ -338,16 +346,12 @@ def test_interrupted_then_resumed_is_identical(project, monkeypatch):
     assert (project / "full.parquet").read_bytes() == (project / "resumed.parquet").read_bytes()
 
 
-def test_shards_launched_together_score_as_alone_and_a_crash_keeps_finished_launches(project, monkeypatch):
+def test_shards_launched_together_score_as_alone_and_a_crash_keeps_finished_launches(
+    project, medical_pool, monkeypatch
+):
     from cptlaw.lm import pool
-    from cptlaw.lm.base import load_tokenizer
 
-    tok = load_tokenizer(project / "models" / "base" / "a")
-    model = load_causal_lm(project / "models" / "base" / "a")
-    store = open_store(project / "data" / "tokens" / "medical" / "train")
-    frame = pool.Pool(store.ids(), store)
-    kw = dict(model_dir=project / "models" / "base" / "a", prefix_id=tok.eos_token_id, max_length=16, stride=8,
-              batch_tokens=256, shard_size=25)  # fmt: skip
+    model, tok, frame, kw = medical_pool
     pool.score_pool(model, tok, frame, project / "alone.parquet", **kw)
     real, spans = pool.score_shards, []
 

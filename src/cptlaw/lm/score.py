@@ -303,20 +303,16 @@ def score_token_ids(
     max_length: int,
     stride: int,
     batch_tokens: int = 16384,
-    accelerator: str = "cpu",
-    precision: str = "32-true",
-    devices: int | str = 1,
-    strategy: str = "auto",
-    progress_bar: bool = False,
+    **device: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`(nll, tokens)` per sample, in the given order: summed NLL (nats) and number of scored tokens.
 
-    `accelerator` (cpu, cuda, auto, ...) and `precision` are Lightning's: e.g. `bf16-mixed` on a GPU (the
-    float32 default keeps the NLL within 1e-5 of the reference; bf16 moves it by ~1e-3 nats/token). With
-    `devices` > 1 the batches are dealt out to that many spawned processes (`ddp_spawn`)."""
-    kw = dict(batch_tokens=batch_tokens, accelerator=accelerator, precision=precision, devices=devices,
-              strategy=strategy, progress_bar=progress_bar)  # fmt: skip
-    (out,) = score_groups(model, [token_ids], prefix_id=prefix_id, max_length=max_length, stride=stride, **kw)
+    `device`: `accelerator` (cpu, cuda, auto, ...; default cpu) and `precision` (default 32-true) are
+    Lightning's: e.g. `bf16-mixed` on a GPU (the float32 default keeps the NLL within 1e-5 of the reference;
+    bf16 moves it by ~1e-3 nats/token). With `devices` > 1 the batches are dealt out to that many spawned
+    processes (`strategy` auto = `ddp_spawn`). `progress_bar` shows Lightning's."""
+    kw = dict(prefix_id=prefix_id, max_length=max_length, stride=stride, batch_tokens=batch_tokens)
+    (out,) = score_groups(model, [token_ids], **kw, **device)
     return out
 
 
@@ -328,11 +324,7 @@ def score_groups(
     max_length: int,
     stride: int,
     batch_tokens: int = 16384,
-    accelerator: str = "cpu",
-    precision: str = "32-true",
-    devices: int | str = 1,
-    strategy: str = "auto",
-    progress_bar: bool = False,
+    **device: Any,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """`score_token_ids` of each group, in one launch of the Trainer: one process spawn for all of them (it
     costs seconds per launch), with each group's scores bit for bit those of scoring it alone."""
@@ -341,16 +333,15 @@ def score_groups(
     windows, batches = join_windows(parts, sizes, batch_tokens)
     nll = np.zeros(sum(sizes))
     if batches:
-        nll = _predict(model, WindowBatches(windows, batch_tokens, prefix_id, batches), sum(sizes),
-                       accelerator=accelerator, precision=precision, devices=devices, strategy=strategy,
-                       progress_bar=progress_bar)  # fmt: skip
+        nll = _predict(model, WindowBatches(windows, batch_tokens, prefix_id, batches), sum(sizes), **device)
     ends = np.cumsum(sizes)
     return [(nll[e - n : e], np.array([len(x) for x in g], dtype=np.int64)) for g, n, e in zip(groups, sizes, ends,
             strict=True)]  # fmt: skip
 
 
-def _predict(model: torch.nn.Module, data: WindowBatches, n_samples: int, *, accelerator: str, precision: str,
-             devices: int | str, strategy: str, progress_bar: bool) -> np.ndarray:  # fmt: skip
+def _predict(model: torch.nn.Module, data: WindowBatches, n_samples: int, *, accelerator: str = "cpu",
+             precision: str = "32-true", devices: int | str = 1, strategy: str = "auto",
+             progress_bar: bool = False) -> np.ndarray:  # fmt: skip
     """Per-sample summed NLL of the planned batches, over `devices` processes."""
     strategy = score_strategy(devices, strategy)
     with tempfile.TemporaryDirectory(prefix="cptlaw-score-") as tmp:
