@@ -79,3 +79,22 @@ def test_a_bootstrapped_decision_that_jumps_between_two_answers_is_flagged():
     assert out["split"]["medians"] == [0.2, 0.9] and min(out["split"]["shares"]) > 0.05
     assert out["fragile"].startswith("the resampled answers fall into two groups (r_d ≈ 0.2 in ")
     assert _flag_split({}, boot, "limited_r_domain") == {}
+
+
+def test_sizes_that_span_decades_are_split_in_log_units():
+    # compute-optimal N* at ~1e3 in 70% of resamples, ~3e4 in 30%: plain in log units, but in linear units the
+    # upper group's own spread rivals the gap, and the split is missed in about a fifth of such draws
+    def draw(seed):
+        g = np.random.default_rng(seed)
+        return np.r_[np.exp(g.normal(np.log(1e3), 0.3, 140)), np.exp(g.normal(np.log(3e4), 0.3, 60))]
+
+    linear = [two_modes(draw(seed)) for seed in range(100)]
+    logged = [two_modes(draw(seed), log=True) for seed in range(100)]
+    assert sum(m is None for m in linear) >= 10 and all(m is not None for m in logged)
+    m = logged[0]
+    assert m["shares"] == [0.7, 0.3] and m["medians"][0] == pytest.approx(1e3, rel=0.15)
+    assert m["medians"][1] == pytest.approx(3e4, rel=0.15) and 1e3 < m["gap"][0] < m["gap"][1] < 3e4
+    one_hump = [
+        two_modes(np.random.default_rng(s).lognormal(np.log(2e5), 1.0, 200), log=True) for s in range(40)
+    ]
+    assert sum(m is not None for m in one_hump) <= 1

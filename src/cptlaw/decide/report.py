@@ -133,9 +133,9 @@ def quality_section(fits: dict, r2_target: float, table: Any = None, min_d: floa
                     "are still in the transient) and no exponent on its search bound.", ""]  # fmt: skip
 
 
-def _split_note(u: dict) -> str:
+def _split_note(u: dict, sep: str = "; ", end: str = "") -> str:
     """A marker beside an answer whose resampled answers fall into two groups (its note says more)."""
-    return "; resamples in two groups" if u.get("split") else ""
+    return f"{sep}resamples in two groups{end}" if u.get("split") else ""
 
 
 def _runs_note(u: dict) -> str:
@@ -328,12 +328,12 @@ def console_summary(rec: dict | None, selections: dict[str, dict], report: Path,
         if (t := r.get("tradeoff")) and t.get("r_domain") is not None:
             parts.append(
                 f"max domain share within T={t['tolerance']:.0%}: {t['r_domain']:.2f} CI {_ci(t.get('ci'))}"
-                + (" (resamples in two groups)" if t.get("split") else "")
+                + _split_note(t, " (", ")")
             )
         if (lim := r.get("limited_data")) and lim.get("r_domain") is not None:
             parts.append(
                 f"with {lim['domain_tokens']:.3g} domain tokens: r_d* {lim['r_domain']:.2f} CI {_ci(lim.get('ci'))}"
-                + (" (resamples in two groups)" if lim.get("split") else "")
+                + _split_note(lim, " (", ")")
             )
         lines.append(f"  mixture {d}: " + ("; ".join(parts) or "not decided (see the report)"))
     for d, s in selections.items():

@@ -35,6 +35,7 @@ from cptlaw.laws.fit import FitProblem, refit
 
 # the decisions among a bootstrap's derived quantities (the rest are flags such as `binding`)
 ANSWERS = ("r_domain", "limited_r_domain", "compute_n_params", "compute_n_tokens")
+LOG_ANSWERS = ("compute_n_params", "compute_n_tokens")  # spans decades: two groups are judged in log units
 
 
 @dataclass
@@ -91,7 +92,8 @@ def _boot(law: Law, rows: pd.DataFrame, kind: str, derived: dict, c: Any, seed: 
                    n_refine=2, n_polish=1, maxiter=int(c.bootstrap_maxiter))  # fmt: skip
     out = bs.to_dict()
     out["mean"] = {k: float(np.mean(v)) for k, v in bs.samples.items() if v.size and k in derived}
-    out["modes"] = {k: m for k in derived if k in ANSWERS and (m := two_modes(bs.samples[k])) is not None}
+    out["modes"] = {k: m for k in derived if k in ANSWERS
+                    and (m := two_modes(bs.samples[k], log=k in LOG_ANSWERS)) is not None}  # fmt: skip
     return out
 
 

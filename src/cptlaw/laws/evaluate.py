@@ -141,7 +141,7 @@ def bootstrap(
 
 
 def two_modes(
-    samples: Any, *, min_share: float = 0.05, separation: float = 0.8, min_gap: float = 5.0
+    samples: Any, *, log: bool = False, min_share: float = 0.05, separation: float = 0.8, min_gap: float = 5.0
 ) -> dict[str, Any] | None:
     """Whether bootstrap answers fall into two separate groups (None: they do not).
 
@@ -151,9 +151,11 @@ def two_modes(
     is at least `separation` (200 draws of a normal score ~0.65, of a uniform 0.75-0.80), the empty stretch
     between the groups is at least `min_gap` times the answers' mean spacing (range / (n - 1); a uniform's
     stretch is ~1), and the smaller group holds at least `min_share` of the answers. Returns each group's median
-    and share and the empty stretch between them.
+    and share and the empty stretch between them. `log`: split the logs of positive answers (a size or a token
+    count spans decades: in linear units its upper tail would decide the split), reported in the answers' units.
     """
     a = np.asarray(samples, dtype=float)
+    a = np.log(a[a > 0]) if log else a
     x = np.sort(a[np.isfinite(a)])
     n = x.size
     lo = max(1, int(np.ceil(min_share * n)))
@@ -168,8 +170,9 @@ def two_modes(
     eta, cut = float(between[best] / sst), int(k[best])
     if eta < separation or x[cut] - x[cut - 1] < min_gap * (x[-1] - x[0]) / (n - 1):
         return None
-    return {"separation": eta, "medians": [float(np.median(x[:cut])), float(np.median(x[cut:]))],
-            "shares": [cut / n, (n - cut) / n], "gap": [float(x[cut - 1]), float(x[cut])]}  # fmt: skip
+    unit = np.exp if log else float
+    return {"separation": eta, "medians": [float(unit(np.median(x[:cut]))), float(unit(np.median(x[cut:])))],
+            "shares": [cut / n, (n - cut) / n], "gap": [float(unit(x[cut - 1])), float(unit(x[cut]))]}  # fmt: skip
 
 
 @dataclass
